@@ -1,0 +1,344 @@
+-- The work queue: the state machine every queue row goes through.
+--
+--   (trigger)        inbox row ──merge──► queue row: pending
+--   claim_batch      pending ──► claimed (claim_token, claimed_seq := seq,
+--                                lease_until, attempts + 1)
+--   complete_batch   claimed ──► deleted                 (seq = claimed_seq)
+--                    claimed ──► pending, attempts 0     (changed meanwhile)
+--   fail_items       claimed ──► pending after a backoff, or failed at max_attempts
+--   lease expiry     claimed ──► claimable again; failed at max_attempts
+--   new change       any     ──► pending, attempts 0 (a claim in progress stays
+--                                claimed and is requeued by its completion)
+--   retry_failed     failed  ──► pending
+--
+-- Guarantee: at-least-once processing, exactly-once effect per row and model
+-- version. A completion writes only the rows its claim token still holds under
+-- an unexpired lease, and only for source rows it can lock FOR KEY SHARE, so a
+-- late worker, a deleted row or a changed key can never be overwritten by a
+-- stale result.
+
+-- Move inbox rows into the queue. One merger per vectorizer at a time; the
+-- others skip it (their claim still sees what was merged before).
+CREATE OR REPLACE FUNCTION autoembed._merge_inbox(v autoembed.vectorizer)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('autoembed.merge_inbox'), v.id) THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format($q$
+        WITH moved AS (
+            DELETE FROM autoembed.%1$I RETURNING *
+        ), changes AS (
+            SELECT DISTINCT ON (%3$s) %3$s, m.seq, m.queued_at
+            FROM moved AS m CROSS JOIN LATERAL unnest(%4$s) AS u(%5$s)
+            ORDER BY %3$s, m.seq DESC
+        )
+        INSERT INTO autoembed.%2$I AS q (%5$s, seq, queued_at)
+        SELECT %6$s, c.seq, c.queued_at FROM changes AS c ORDER BY %6$s
+        ON CONFLICT (%5$s) DO UPDATE SET
+            seq = EXCLUDED.seq,
+            queued_at = CASE WHEN q.claim_token IS NULL
+                             THEN least(q.queued_at, EXCLUDED.queued_at)
+                             ELSE EXCLUDED.queued_at END,
+            attempts = 0, next_attempt_at = NULL, failed_at = NULL, last_error = NULL
+        $q$,
+        v.inbox_table, v.queue_table,
+        autoembed._pk_fragment(v, 'u.%1$I'),
+        autoembed._pk_fragment(v, 'm.%1$I'),
+        autoembed._pk_fragment(v, '%1$I'),
+        autoembed._pk_fragment(v, 'c.%1$I'));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Claim up to batch_size rows for claim_token and return each with the text
+-- to embed, read now (NULL when the row is gone or all its columns are NULL).
+CREATE OR REPLACE FUNCTION autoembed.claim_batch(
+    vectorizer_id int, batch_size int, lease interval, claim_token uuid)
+RETURNS TABLE (pk jsonb, document text)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    n bigint;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'autoembed: batch_size must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' OR claim_token IS NULL THEN
+        RAISE EXCEPTION 'autoembed: a claim needs a positive lease and a claim token'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v.paused THEN
+        RETURN;
+    END IF;
+    PERFORM autoembed._merge_inbox(v);
+
+    -- Rows whose lease ran out max_attempts times (a worker crashed or hung
+    -- on them each time) fail instead of being claimed again.
+    EXECUTE format(
+        'UPDATE autoembed.%I SET failed_at = pg_catalog.now(), claim_token = NULL, lease_until = NULL, '
+        'last_error = pg_catalog.format(''lease expired on attempt %%s of %%s: the worker died or hung'', attempts, $1) '
+        'WHERE failed_at IS NULL AND claim_token IS NOT NULL AND lease_until < pg_catalog.now() AND attempts >= $1',
+        v.queue_table) USING v.max_attempts;
+
+    RETURN QUERY EXECUTE format($q$
+        WITH picked AS (
+            SELECT %1$s FROM autoembed.%2$I
+            WHERE failed_at IS NULL
+              AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now())
+              AND (claim_token IS NULL OR lease_until < pg_catalog.now())
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE autoembed.%2$I AS q
+            SET claim_token = $2, claimed_seq = q.seq, lease_until = pg_catalog.now() + $3,
+                attempts = q.attempts + 1
+            FROM picked AS p WHERE %3$s
+            RETURNING %4$s
+        )
+        SELECT %5$s, %6$s
+        FROM claimed AS c LEFT JOIN %7$s AS s ON %8$s
+        $q$,
+        autoembed._pk_fragment(v, '%1$I'),
+        v.queue_table,
+        autoembed._pk_join(v, 'q', 'p'),
+        autoembed._pk_fragment(v, 'q.%1$I'),
+        autoembed._pk_json(v, 'c'),
+        autoembed._document_expr(v, 's'),
+        v.source,
+        autoembed._pk_join(v, 's', 'c'))
+        USING batch_size, claim_token, lease;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        UPDATE autoembed.vectorizer AS x SET last_claim_at = now() WHERE x.id = v.id;
+    END IF;
+END
+$$;
+
+-- Make sure a worker's model version may write to a vectorizer: the first
+-- version to write becomes the active one; any other is refused.
+CREATE OR REPLACE FUNCTION autoembed._check_version(v autoembed.vectorizer, version_id int)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    mv autoembed.model_version;
+    active int;
+BEGIN
+    SELECT * INTO mv FROM autoembed.model_version AS m WHERE m.id = version_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'autoembed: no model version with id %', version_id USING ERRCODE = 'undefined_object';
+    END IF;
+    IF mv.dimensions <> v.dimensions THEN
+        RAISE EXCEPTION 'autoembed: model version % has % dimensions but vectorizer "%" stores %',
+            mv.tag, mv.dimensions, v.name, v.dimensions USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    UPDATE autoembed.vectorizer AS x SET active_version_id = version_id
+    WHERE x.id = v.id AND x.active_version_id IS NULL;
+    SELECT x.active_version_id INTO active FROM autoembed.vectorizer AS x WHERE x.id = v.id;
+    IF active <> version_id THEN
+        RAISE EXCEPTION 'autoembed: vectorizer "%" is embedded with model version %, not %',
+            v.name, (SELECT m.tag FROM autoembed.model_version AS m WHERE m.id = active), mv.tag
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Run workers with the model version the vectorizer uses.';
+    END IF;
+END
+$$;
+
+-- Write the results of a claim. items: the keys processed (a JSON array of
+-- key objects, as claim_batch returned them); chunk_item: for each chunk, the
+-- 0-based position of its row in items. Rows not listed stay claimed until
+-- their lease expires. Returns how many rows were written, requeued because
+-- they changed (or were busy) meanwhile, and rejected (claim no longer held).
+CREATE OR REPLACE FUNCTION autoembed.complete_batch(
+    vectorizer_id int, claim_token uuid, version_id int, items jsonb,
+    chunk_item int[], chunk_no int[], chunk text[], embedding @extschema:vector@.vector[],
+    OUT written int, OUT requeued int, OUT rejected int)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    coldefs text;
+    mine jsonb;       -- listed items still held by this claim, locked
+    present jsonb;    -- ... whose source row exists
+    lockable jsonb;   -- ... whose source row this completion could lock
+    writable jsonb;   -- ... to write: locked, or gone (write nothing = delete)
+    busy jsonb;       -- ... whose source row is being deleted or re-keyed now
+    n int;
+BEGIN
+    IF claim_token IS NULL OR version_id IS NULL OR items IS NULL THEN
+        RAISE EXCEPTION 'autoembed: complete_batch needs a claim token, a model version and items'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF jsonb_typeof(items) <> 'array' THEN
+        RAISE EXCEPTION 'autoembed: items must be a JSON array of keys' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(chunk_item) IS DISTINCT FROM cardinality(chunk_no)
+       OR cardinality(chunk_item) IS DISTINCT FROM cardinality(chunk)
+       OR cardinality(chunk_item) IS DISTINCT FROM cardinality(embedding) THEN
+        RAISE EXCEPTION 'autoembed: chunk arrays must have equal lengths' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM autoembed._check_version(v, version_id);
+    coldefs := autoembed._pk_fragment(v, '%1$I %2$s');
+
+    EXECUTE format($q$
+        SELECT coalesce(jsonb_agg(%1$s), '[]') FROM (
+            SELECT q.* FROM autoembed.%2$I AS q
+            JOIN jsonb_to_recordset($2) AS k(%3$s) ON %4$s
+            WHERE q.claim_token = $1 AND q.lease_until > pg_catalog.now()
+            ORDER BY %5$s
+            FOR UPDATE OF q) AS q
+        $q$,
+        autoembed._pk_json(v, 'q'), v.queue_table, coldefs,
+        autoembed._pk_join(v, 'q', 'k'), autoembed._pk_fragment(v, 'q.%1$I'))
+        INTO mine USING claim_token, items;
+    rejected := jsonb_array_length(items) - jsonb_array_length(mine);
+
+    EXECUTE format($q$
+        SELECT coalesce(jsonb_agg(%1$s), '[]')
+        FROM %2$s AS s JOIN jsonb_to_recordset($1) AS k(%3$s) ON %4$s
+        $q$, autoembed._pk_json(v, 's'), v.source, coldefs, autoembed._pk_join(v, 's', 'k'))
+        INTO present USING mine;
+    EXECUTE format($q$
+        SELECT coalesce(jsonb_agg(%1$s), '[]') FROM (
+            SELECT s.* FROM %2$s AS s JOIN jsonb_to_recordset($1) AS k(%3$s) ON %4$s
+            ORDER BY %5$s
+            FOR KEY SHARE OF s SKIP LOCKED) AS s
+        $q$, autoembed._pk_json(v, 's'), v.source, coldefs, autoembed._pk_join(v, 's', 'k'),
+        autoembed._pk_fragment(v, 's.%1$I'))
+        INTO lockable USING present;
+    SELECT coalesce(jsonb_agg(m.k), '[]') INTO busy
+    FROM jsonb_array_elements(present) AS m(k) WHERE NOT lockable @> jsonb_build_array(m.k);
+    SELECT coalesce(jsonb_agg(m.k), '[]') INTO writable
+    FROM jsonb_array_elements(mine) AS m(k) WHERE NOT busy @> jsonb_build_array(m.k);
+
+    -- Replace the chunks of every writable row, for this model version only.
+    EXECUTE format(
+        'DELETE FROM autoembed.%I AS e USING jsonb_to_recordset($1) AS k(%s) '
+        'WHERE %s AND e.model_version_id = $2',
+        v.embeddings_table, coldefs, autoembed._pk_join(v, 'e', 'k'))
+        USING writable, version_id;
+    EXECUTE format($q$
+        INSERT INTO autoembed.%1$I (%2$s, model_version_id, chunk_no, chunk, embedding, source_seq)
+        SELECT %3$s, $2, c.chunk_no, c.chunk, c.embedding, q.claimed_seq
+        FROM unnest($3, $4, $5, $6) AS c(item, chunk_no, chunk, embedding)
+        CROSS JOIN LATERAL jsonb_to_record($7 -> c.item) AS k(%4$s)
+        JOIN autoembed.%5$I AS q ON %6$s
+        WHERE $1 @> jsonb_build_array($7 -> c.item)
+        $q$,
+        v.embeddings_table, autoembed._pk_fragment(v, '%1$I'), autoembed._pk_fragment(v, 'k.%1$I'),
+        coldefs, v.queue_table, autoembed._pk_join(v, 'q', 'k'))
+        USING writable, version_id, chunk_item, chunk_no, chunk, embedding, items;
+
+    -- Finish the queue rows: done unless the row changed after the claim.
+    EXECUTE format(
+        'DELETE FROM autoembed.%I AS q USING jsonb_to_recordset($1) AS k(%s) '
+        'WHERE %s AND q.seq = q.claimed_seq',
+        v.queue_table, coldefs, autoembed._pk_join(v, 'q', 'k'))
+        USING writable;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    written := jsonb_array_length(writable);
+    requeued := written - n + jsonb_array_length(busy);
+    EXECUTE format(
+        'UPDATE autoembed.%I AS q SET claim_token = NULL, lease_until = NULL, '
+        'attempts = CASE WHEN q.seq = q.claimed_seq THEN greatest(q.attempts - 1, 0) ELSE 0 END '
+        'FROM jsonb_to_recordset($1) AS k(%s) WHERE %s AND q.claim_token = $2',
+        v.queue_table, coldefs, autoembed._pk_join(v, 'q', 'k'))
+        USING mine, claim_token;
+    UPDATE autoembed.vectorizer AS x SET last_write_at = now(), last_error = NULL, last_error_at = NULL
+    WHERE x.id = v.id;
+END
+$$;
+
+-- Report rows a worker could not embed. Each goes back to pending after an
+-- exponential backoff, or to failed once it has used max_attempts.
+CREATE OR REPLACE FUNCTION autoembed.fail_items(
+    vectorizer_id int, claim_token uuid, items jsonb, errors text[])
+RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    n int;
+BEGIN
+    IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) <> cardinality(errors) THEN
+        RAISE EXCEPTION 'autoembed: fail_items needs one error per item' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format($q$
+        UPDATE autoembed.%1$I AS q SET
+            claim_token = NULL, lease_until = NULL,
+            last_error = left(e.error, 4000),
+            failed_at = CASE WHEN q.attempts >= $2 THEN pg_catalog.now() END,
+            next_attempt_at = CASE WHEN q.attempts < $2 THEN pg_catalog.now()
+                + least($3 * power(2, least(q.attempts - 1, 20))::int, interval '1 hour') END
+        FROM jsonb_array_elements($4) WITH ORDINALITY AS i(key, ord)
+        CROSS JOIN LATERAL jsonb_to_record(i.key) AS k(%2$s)
+        JOIN unnest($5) WITH ORDINALITY AS e(error, ord) ON e.ord = i.ord
+        WHERE %3$s AND q.claim_token = $1
+        $q$,
+        v.queue_table, autoembed._pk_fragment(v, '%1$I %2$s'), autoembed._pk_join(v, 'q', 'k'))
+        USING claim_token, v.max_attempts, v.retry_delay, items, errors;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Keep a claim alive while a long batch is still being embedded.
+CREATE OR REPLACE FUNCTION autoembed.extend_lease(vectorizer_id int, claim_token uuid, lease interval)
+RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    n int;
+BEGIN
+    EXECUTE format(
+        'UPDATE autoembed.%I SET lease_until = pg_catalog.now() + $2 '
+        'WHERE claim_token = $1 AND lease_until > pg_catalog.now()', v.queue_table)
+        USING claim_token, lease;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Give back a claim without counting an attempt (a worker shutting down).
+CREATE OR REPLACE FUNCTION autoembed.release_claim(vectorizer_id int, claim_token uuid)
+RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    n int;
+BEGIN
+    EXECUTE format(
+        'UPDATE autoembed.%I SET claim_token = NULL, lease_until = NULL, '
+        'attempts = greatest(attempts - 1, 0) WHERE claim_token = $1', v.queue_table)
+        USING claim_token;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Record a problem that stops a whole vectorizer (e.g. its model will not
+-- load); shown by vectorizer_status until the next successful write.
+CREATE OR REPLACE FUNCTION autoembed.report_vectorizer_error(vectorizer_id int, error text)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE autoembed.vectorizer AS x SET last_error = left($2, 4000), last_error_at = now()
+    WHERE x.id = $1
+$$;

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions that install and upgrade autoembed's SQL."""

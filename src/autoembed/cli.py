@@ -1,0 +1,183 @@
+"""The ``autoembed`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from autoembed.settings import Settings
+
+DB_HELP = "PostgreSQL URL (default: $AUTOEMBED_DATABASE_URL)"
+BROKER_HELP = "Celery broker URL (default: $AUTOEMBED_BROKER_URL or redis://localhost:6379/0)"
+
+
+def _db(url: str | None) -> str:
+    try:
+        return Settings(
+            database_url=url or os.environ.get("AUTOEMBED_DATABASE_URL")
+        ).require_database_url()
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+
+
+@click.group()
+@click.version_option(package_name="autoembed")
+def main() -> None:
+    """autoembed: PostgreSQL keeps its own embeddings."""
+
+
+@main.command()
+@click.option("--db", "db_url", help=DB_HELP)
+def install(db_url: str | None) -> None:
+    """Install or upgrade autoembed's schema in a database (idempotent)."""
+    from autoembed.install import install as do_install
+
+    rev = do_install(_db(db_url))
+    click.echo(f"autoembed installed (schema revision {rev})")
+
+
+@main.command()
+@click.option("--db", "db_url", help=DB_HELP)
+@click.option("--broker", "broker_url", help=BROKER_HELP)
+@click.option("--once", is_flag=True, help="Drain all pending work in this process, then exit.")
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    default=None,
+    help="Worker processes (default: one per GPU, else 1).",
+)
+@click.option(
+    "--batch-size", type=int, default=None, help="Rows per claim (default: CPU 16, GPU 128)."
+)
+@click.option("--no-dispatcher", is_flag=True, help="Do not run the dispatcher in this worker.")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(
+    db_url: str | None,
+    broker_url: str | None,
+    once: bool,
+    concurrency: int | None,
+    batch_size: int | None,
+    no_dispatcher: bool,
+    loglevel: str,
+) -> None:
+    """Run a Celery worker (with the dispatcher), or drain once with --once."""
+    url = _db(db_url)
+    os.environ["AUTOEMBED_DATABASE_URL"] = url
+    if broker_url:
+        os.environ["AUTOEMBED_BROKER_URL"] = broker_url
+    if batch_size:
+        os.environ["AUTOEMBED_BATCH_SIZE"] = str(batch_size)
+    if no_dispatcher:
+        os.environ["AUTOEMBED_DISPATCHER"] = "0"
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if once:
+        from autoembed.worker.once import run_once
+
+        stats = run_once(Settings.from_env())
+        click.echo(
+            f"done: {stats.written} rows embedded ({stats.chunks} chunks), {stats.failed} failed"
+        )
+        return
+    from autoembed.worker.app import app
+
+    argv = [
+        "worker",
+        "--loglevel",
+        loglevel,
+        "--concurrency",
+        str(concurrency or _default_concurrency()),
+    ]
+    app.worker_main(argv)
+
+
+def _default_concurrency() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 1
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+@main.command()
+@click.option("--db", "db_url", help=DB_HELP)
+@click.option("--broker", "broker_url", help=BROKER_HELP)
+def dispatcher(db_url: str | None, broker_url: str | None) -> None:
+    """Run only the dispatcher and sweep (for stacks with dedicated workers)."""
+    import threading
+
+    url = _db(db_url)
+    os.environ["AUTOEMBED_DATABASE_URL"] = url
+    if broker_url:
+        os.environ["AUTOEMBED_BROKER_URL"] = broker_url
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from autoembed.worker.app import settings
+    from autoembed.worker.dispatcher import Dispatcher
+    from autoembed.worker.tasks import signal
+
+    stop = threading.Event()
+    try:
+        Dispatcher(url, signal, settings).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@main.command()
+@click.option("--db", "db_url", help=DB_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.argument("name", required=False)
+def status(db_url: str | None, as_json: bool, name: str | None) -> None:
+    """Show each vectorizer: embedded, pending, in flight, failed, lag."""
+    from autoembed.db import connect
+    from autoembed.status import fetch, format_table
+
+    with connect(_db(db_url)) as conn:
+        rows = fetch(conn, name)
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in rows], indent=2))
+    else:
+        click.echo(format_table(rows))
+
+
+@main.command()
+@click.option("--db", "db_url", help=DB_HELP)
+@click.option("-k", "k", type=int, default=5, show_default=True, help="Number of results.")
+@click.argument("name")
+@click.argument("query")
+def search(db_url: str | None, k: int, name: str, query: str) -> None:
+    """Semantic search: embed QUERY with the vectorizer's model and search NAME."""
+    from autoembed.db import connect
+    from autoembed.search import search as do_search
+
+    with connect(_db(db_url)) as conn:
+        hits = do_search(conn, name, query, k)
+    for h in hits:
+        snippet = " ".join(h.chunk.split())[:100]
+        click.echo(f"{h.rank:>3}  {h.score:.3f}  {json.dumps(h.pk)}  {snippet}")
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="Where the embedded database and broker live (default: ./.autoembed).",
+)
+@click.option("--rows", type=int, default=300, show_default=True, help="Demo rows to embed.")
+@click.option("--keep", is_flag=True, help="Keep everything running afterwards, until Ctrl-C.")
+def quickstart(data_dir: str | None, rows: int, keep: bool) -> None:
+    """Run everything on the embedded default: PostgreSQL + pgvector, a Redis
+    broker, a Celery worker and the bundled model; embed a demo table; search it."""
+    from autoembed.quickstart import run
+
+    sys.exit(run(data_dir, rows, keep))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

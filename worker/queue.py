@@ -1,0 +1,176 @@
+"""Thin calls to the SQL queue functions (extension_sql/idempotent/050_queue.sql).
+
+Keys travel as JSON text exactly as the database produced them, so keys of
+any type (numeric, timestamps, composite) come back byte-for-byte.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg.types.string import TextLoader
+
+from autoembed.worker.versions import ModelVersion
+
+
+@dataclass(frozen=True)
+class VectorizerConfig:
+    id: int
+    name: str
+    model: str
+    dimensions: int
+    chunk_tokens: int | None
+    chunk_overlap: int
+    paused: bool
+    active_version_id: int | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    key: str  # the row's primary key as a JSON object, verbatim
+    document: str | None
+
+
+@dataclass(frozen=True)
+class Completion:
+    written: int
+    requeued: int
+    rejected: int
+
+
+def prepare(conn: psycopg.Connection[Any]) -> None:
+    """Load jsonb as text on this connection (keys stay verbatim)."""
+    conn.adapters.register_loader("jsonb", TextLoader)
+
+
+def vectorizer(conn: psycopg.Connection[Any], vectorizer_id: int) -> VectorizerConfig | None:
+    row = conn.execute(
+        "SELECT id, name, model, dimensions, chunk_tokens, chunk_overlap, paused, "
+        "active_version_id FROM autoembed.vectorizer WHERE id = %s",
+        (vectorizer_id,),
+    ).fetchone()
+    return None if row is None else VectorizerConfig(*row)
+
+
+def vectorizer_ids(conn: psycopg.Connection[Any]) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT id FROM autoembed.vectorizer ORDER BY id")]
+
+
+def register_version(conn: psycopg.Connection[Any], v: ModelVersion) -> int:
+    row = conn.execute(
+        "SELECT autoembed.register_model_version(%s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            v.model,
+            v.weights_digest,
+            v.dimensions,
+            v.pooling,
+            v.normalized,
+            v.dtype,
+            v.max_seq_length,
+            v.tag,
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def claim(
+    conn: psycopg.Connection[Any],
+    vectorizer_id: int,
+    batch_size: int,
+    lease_seconds: float,
+    token: uuid.UUID,
+) -> list[Claimed]:
+    rows = conn.execute(
+        "SELECT pk, document FROM autoembed.claim_batch(%s, %s, make_interval(secs => %s), %s)",
+        (vectorizer_id, batch_size, lease_seconds, token),
+    ).fetchall()
+    return [Claimed(key, doc) for key, doc in rows]
+
+
+def _items(keys: list[str]) -> str:
+    return "[" + ",".join(keys) + "]"
+
+
+def complete(
+    conn: psycopg.Connection[Any],
+    vectorizer_id: int,
+    token: uuid.UUID,
+    version_id: int,
+    keys: list[str],
+    chunk_item: list[int],
+    chunk_no: list[int],
+    chunks: list[str],
+    embeddings: list[npt.NDArray[np.float32]],
+) -> Completion:
+    row = conn.execute(
+        "SELECT written, requeued, rejected FROM autoembed.complete_batch("
+        "%s, %s, %s, %s::jsonb, %s::int[], %s::int[], %s::text[], %s)",
+        (vectorizer_id, token, version_id, _items(keys), chunk_item, chunk_no, chunks, embeddings),
+    ).fetchone()
+    assert row is not None
+    return Completion(*row)
+
+
+def fail(
+    conn: psycopg.Connection[Any],
+    vectorizer_id: int,
+    token: uuid.UUID,
+    keys: list[str],
+    errors: list[str],
+) -> int:
+    row = conn.execute(
+        "SELECT autoembed.fail_items(%s, %s, %s::jsonb, %s::text[])",
+        (vectorizer_id, token, _items(keys), errors),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def extend_lease(
+    conn: psycopg.Connection[Any], vectorizer_id: int, token: uuid.UUID, lease_seconds: float
+) -> int:
+    row = conn.execute(
+        "SELECT autoembed.extend_lease(%s, %s, make_interval(secs => %s))",
+        (vectorizer_id, token, lease_seconds),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def release(conn: psycopg.Connection[Any], vectorizer_id: int, token: uuid.UUID) -> int:
+    row = conn.execute("SELECT autoembed.release_claim(%s, %s)", (vectorizer_id, token)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def report_error(conn: psycopg.Connection[Any], vectorizer_id: int, error: str) -> None:
+    conn.execute("SELECT autoembed.report_vectorizer_error(%s, %s)", (vectorizer_id, error))
+
+
+@dataclass(frozen=True)
+class Work:
+    vectorizer_id: int
+    claimable: int
+    live_claims: int
+    last_claim_at: Any
+
+
+def work_summary(conn: psycopg.Connection[Any]) -> list[Work]:
+    return [
+        Work(*r)
+        for r in conn.execute(
+            "SELECT vectorizer_id, claimable, live_claims, last_claim_at "
+            "FROM autoembed.work_summary()"
+        )
+    ]
+
+
+def pending(conn: psycopg.Connection[Any]) -> dict[int, tuple[int, int]]:
+    """vectorizer id -> (pending, failed) for every vectorizer."""
+    return {
+        r[0]: (int(r[1]), int(r[2]))
+        for r in conn.execute("SELECT id, pending, failed FROM autoembed.vectorizer_status")
+    }

@@ -1,0 +1,52 @@
+"""The Celery task: drain one vectorizer for a while."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import psycopg
+
+from autoembed.worker.app import app, settings
+from autoembed.worker.connection import discard, worker_connection
+from autoembed.worker.drain import drain_vectorizer
+from autoembed.worker.pipeline import VectorizerUnavailable
+
+log = logging.getLogger("autoembed.worker")
+
+
+@app.task(name="autoembed.drain", ignore_result=True)  # type: ignore[untyped-decorator]
+def drain(vectorizer_id: int) -> dict[str, int]:
+    """Claim and embed batches of the vectorizer until it has no claimable
+    work or the task's time budget is spent (then signal a continuation)."""
+    url = settings.require_database_url()
+    try:
+        conn = worker_connection(url)
+        stats = drain_vectorizer(
+            conn, vectorizer_id, settings, deadline=time.monotonic() + settings.task_seconds
+        )
+    except VectorizerUnavailable as e:
+        log.error("%s", e)
+        return {"written": 0, "failed": 0}
+    except psycopg.OperationalError as e:
+        # Database gone or restarting: the rows stay queued; the sweep (or
+        # the continuation below, once it reconnects) picks them up again.
+        log.warning("database unavailable while draining vectorizer %s: %s", vectorizer_id, e)
+        discard()
+        raise
+    if stats.more_work:
+        signal(vectorizer_id)
+    if stats.written or stats.failed:
+        log.info(
+            "vectorizer %s: %d rows embedded (%d chunks), %d failed",
+            vectorizer_id,
+            stats.written,
+            stats.chunks,
+            stats.failed,
+        )
+    return {"written": stats.written, "failed": stats.failed}
+
+
+def signal(vectorizer_id: int) -> None:
+    """Tell some worker that the vectorizer has work."""
+    drain.apply_async(args=(vectorizer_id,))
