@@ -28,7 +28,12 @@ def idempotent_files() -> list[tuple[str, str]]:
     return [(f.name, f.read_text(encoding="utf-8")) for f in sorted(files, key=lambda f: f.name)]
 
 
-def render(sql: str, vector_schema: str) -> str:
-    """Substitute the pgvector schema, quoted as an identifier."""
-    quoted = '"' + vector_schema.replace('"', '""') + '"'
-    return sql.replace(VECTOR_SCHEMA_PLACEHOLDER, quoted)
+def render(sql: str, quoted_vector_schema: str) -> str:
+    """Substitute the pgvector schema, given already quoted as PostgreSQL's
+    quote_ident() does (as CREATE EXTENSION substitutes it)."""
+    return sql.replace(VECTOR_SCHEMA_PLACEHOLDER, quoted_vector_schema)
+
+
+def quote_ident(name: str) -> str:
+    """Always-quoted identifier, for when the server cannot be asked."""
+    return '"' + name.replace('"', '""') + '"'

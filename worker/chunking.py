@@ -55,7 +55,7 @@ def chunk_text(
         if j < n:
             # Prefer a cut between words within the second half of the window.
             k = j
-            while k > i + max_tokens // 2 and not _starts_word(spans, text, k):
+            while k > i + max(max_tokens // 2, 1) and not _starts_word(spans, text, k):
                 k -= 1
             if _starts_word(spans, text, k):
                 j = k

@@ -33,18 +33,24 @@ CHANNEL = "autoembed"
 
 
 @dataclass
-class _Sent:
-    at: float  # monotonic time of the last signal
-    claim_at: Any  # the vectorizer's last_claim_at when it was sent
+class _Signals:
+    sent: int = 0  # signals this dispatcher sent
+    base: int = 0  # drains_started when it began counting
+    started: int = 0  # drains_started last seen
+    clock: float = 0.0  # when a signalled drain last started (or signals began waiting)
+    last_sent_at: float = -math.inf
 
 
 class Coalescer:
     """Decides how many drain tasks to send; pure, so it can be tested alone.
 
-    A vectorizer gets signals when it has claimable work and fewer live
-    claims than wanted, at most once per ``debounce`` seconds, and only once
-    its previous signals were picked up (a claim happened since) — or after
-    ``redeliver_after`` seconds, when they are presumed lost.
+    Each signal starts one drain task, which records its start in the
+    database (``drains_started``). Signals sent but not yet started are still
+    waiting in the broker, so a vectorizer gets
+    ``min(parallelism, ceil(claimable / batch_size)) - live claims - waiting``
+    more, at most once per ``debounce`` seconds. Signals that wait
+    ``redeliver_after`` seconds with no drain starting meanwhile are presumed
+    lost (broker flushed, message dropped) and are sent again.
     """
 
     def __init__(
@@ -52,32 +58,49 @@ class Coalescer:
         parallelism: int,
         batch_size: int,
         debounce: float = 0.25,
-        redeliver_after: float = 30.0,
+        redeliver_after: float = 60.0,
     ) -> None:
         self.parallelism = max(1, parallelism)
         self.batch_size = max(1, batch_size)
         self.debounce = debounce
         self.redeliver_after = redeliver_after
-        self._sent: dict[int, _Sent] = {}
+        self._signals: dict[int, _Signals] = {}
+
+    def waiting(self, vectorizer_id: int) -> int:
+        s = self._signals.get(vectorizer_id)
+        return 0 if s is None else s.sent - (s.started - s.base)
+
+    def _observe(self, w: queue.Work, now: float) -> _Signals:
+        s = self._signals.get(w.vectorizer_id)
+        if s is None:
+            s = self._signals[w.vectorizer_id] = _Signals(
+                base=w.drains_started, started=w.drains_started, clock=now
+            )
+        if w.drains_started != s.started:
+            s.started = w.drains_started
+            s.clock = now
+        # Drains started by someone else's signals (a continuation, an earlier
+        # dispatcher) do not make this one's signals negative.
+        s.base = max(s.base, s.started - s.sent)
+        if self.waiting(w.vectorizer_id) == 0:
+            s.clock = now
+        elif now - s.clock >= self.redeliver_after:
+            s.sent = s.started - s.base  # presumed lost: forget them
+            s.clock = now
+        return s
 
     def decide(self, work: list[queue.Work], now: float) -> dict[int, int]:
         out: dict[int, int] = {}
         for w in work:
-            if w.claimable <= 0:
+            s = self._observe(w, now)
+            if w.claimable <= 0 or now - s.last_sent_at < self.debounce:
                 continue
             wanted = min(self.parallelism, math.ceil(w.claimable / self.batch_size))
-            n = wanted - w.live_claims
-            if n <= 0:
-                continue
-            sent = self._sent.get(w.vectorizer_id)
-            if sent is not None:
-                if now - sent.at < self.debounce:
-                    continue
-                picked_up = w.last_claim_at != sent.claim_at
-                if not picked_up and now - sent.at < self.redeliver_after:
-                    continue
-            out[w.vectorizer_id] = n
-            self._sent[w.vectorizer_id] = _Sent(now, w.last_claim_at)
+            n = wanted - w.live_claims - self.waiting(w.vectorizer_id)
+            if n > 0:
+                out[w.vectorizer_id] = n
+                s.sent += n
+                s.last_sent_at = now
         return out
 
 
@@ -92,7 +115,11 @@ class Dispatcher:
         self.url = url
         self.send = send
         self.settings = settings
-        self.coalescer = coalescer or Coalescer(settings.parallelism, settings.batch_size or 16)
+        self.coalescer = coalescer or Coalescer(
+            settings.parallelism,
+            settings.batch_size or 16,
+            redeliver_after=settings.redeliver_seconds,
+        )
         self.signals_sent = 0
 
     def run(self, stop: threading.Event) -> None:

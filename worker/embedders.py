@@ -130,11 +130,24 @@ def resolve_model_path(name: str) -> str:
 
 
 def pick_device(requested: str | None = None) -> str:
+    """The requested device, else one GPU per worker process (pool process i
+    takes cuda:i mod GPUs), else the CPU."""
     if requested:
         return requested
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{_process_index() % torch.cuda.device_count()}"
+
+
+def _process_index() -> int:
+    """This process's index in Celery's prefork pool (0 outside a pool)."""
+    try:
+        from billiard.process import current_process
+    except ImportError:
+        return 0
+    return int(getattr(current_process(), "index", 0) or 0)
 
 
 class SentenceTransformerEmbedder:

@@ -155,17 +155,21 @@ class Work:
     vectorizer_id: int
     claimable: int
     live_claims: int
-    last_claim_at: Any
+    drains_started: int
 
 
 def work_summary(conn: psycopg.Connection[Any]) -> list[Work]:
     return [
         Work(*r)
         for r in conn.execute(
-            "SELECT vectorizer_id, claimable, live_claims, last_claim_at "
+            "SELECT vectorizer_id, claimable, live_claims, drains_started "
             "FROM autoembed.work_summary()"
         )
     ]
+
+
+def drain_started(conn: psycopg.Connection[Any], vectorizer_id: int) -> None:
+    conn.execute("SELECT autoembed.drain_started(%s)", (vectorizer_id,))
 
 
 def pending(conn: psycopg.Connection[Any]) -> dict[int, tuple[int, int]]:

@@ -7,6 +7,7 @@ import time
 
 import psycopg
 
+from autoembed.worker import queue
 from autoembed.worker.app import app, settings
 from autoembed.worker.connection import discard, worker_connection
 from autoembed.worker.drain import drain_vectorizer
@@ -16,17 +17,23 @@ log = logging.getLogger("autoembed.worker")
 
 
 @app.task(name="autoembed.drain", ignore_result=True)  # type: ignore[untyped-decorator]
-def drain(vectorizer_id: int) -> dict[str, int]:
+def drain(vectorizer_id: int, continuation: bool = False) -> dict[str, int]:
     """Claim and embed batches of the vectorizer until it has no claimable
     work or the task's time budget is spent (then signal a continuation)."""
     url = settings.require_database_url()
     try:
         conn = worker_connection(url)
+        if not continuation:
+            queue.drain_started(conn, vectorizer_id)  # the dispatcher counts its signals
         stats = drain_vectorizer(
             conn, vectorizer_id, settings, deadline=time.monotonic() + settings.task_seconds
         )
     except VectorizerUnavailable as e:
         log.error("%s", e)
+        return {"written": 0, "failed": 0}
+    except (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedTable) as e:
+        # dropped while queued, or its table is gone: nothing to do
+        log.warning("vectorizer %s: %s", vectorizer_id, e.diag.message_primary or e)
         return {"written": 0, "failed": 0}
     except psycopg.OperationalError as e:
         # Database gone or restarting: the rows stay queued; the sweep (or
@@ -35,7 +42,7 @@ def drain(vectorizer_id: int) -> dict[str, int]:
         discard()
         raise
     if stats.more_work:
-        signal(vectorizer_id)
+        drain.apply_async(args=(vectorizer_id, True))
     if stats.written or stats.failed:
         log.info(
             "vectorizer %s: %d rows embedded (%d chunks), %d failed",

@@ -57,14 +57,15 @@ AS $$
     FROM unnest(v.pk_columns) WITH ORDINALITY AS c(col, ord)
 $$;
 
--- The text a row is embedded from: its embedded columns, NULLs skipped.
+-- The text a row is embedded from: its embedded columns joined by blank
+-- lines, NULLs skipped; NULL when every column is NULL (or the row is gone).
 CREATE OR REPLACE FUNCTION autoembed._document_expr(v autoembed.vectorizer, alias text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT 'pg_catalog.concat_ws(E''\n\n'', '
-        || string_agg(format('%I.%I::text', alias, c.col), ', ' ORDER BY c.ord)
-        || ')'
+    SELECT format('CASE WHEN pg_catalog.num_nonnulls(%1$s) = 0 THEN NULL '
+                  'ELSE pg_catalog.concat_ws(E''\n\n'', %1$s) END',
+                  string_agg(format('%I.%I::text', alias, c.col), ', ' ORDER BY c.ord))
     FROM unnest(v.columns) WITH ORDINALITY AS c(col, ord)
 $$;

@@ -88,6 +88,20 @@ BEGIN
         IF FOUND THEN
             PERFORM pg_catalog.pg_notify('autoembed', %6$L);
         END IF;
+    ELSIF TG_OP = 'UPDATE' AND TG_LEVEL = 'STATEMENT' THEN
+        -- partitioned sources only: a row moved to another partition changed
+        -- its key (the key includes the partition key) without firing row
+        -- triggers; drop the old key's chunks and queue the new key
+        DELETE FROM autoembed.%9$I AS e
+        USING (SELECT %14$s FROM old_rows AS o EXCEPT SELECT %15$s FROM new_rows AS n) AS o
+        WHERE %12$s;
+        INSERT INTO autoembed.%3$I (seq, %4$s)
+        SELECT x, %5$s
+        FROM (SELECT %15$s FROM new_rows AS n EXCEPT SELECT %14$s FROM old_rows AS o) AS n
+        HAVING count(*) > 0;
+        IF FOUND THEN
+            PERFORM pg_catalog.pg_notify('autoembed', %6$L);
+        END IF;
     ELSIF TG_OP = 'UPDATE' THEN
         -- row level; the trigger's WHEN clause lets only real changes through
         IF (%7$s) IS DISTINCT FROM (%8$s) THEN
@@ -117,7 +131,9 @@ $f$,
         autoembed._pk_fragment(v, 'e.%1$I'),               -- 10
         autoembed._pk_fragment(v, 'ARRAY[NEW.%1$I]'),      -- 11
         autoembed._pk_join(v, 'e', 'o'),                   -- 12
-        v.queue_table);                                    -- 13
+        v.queue_table,                                     -- 13
+        autoembed._pk_fragment(v, 'o.%1$I'),               -- 14
+        autoembed._pk_fragment(v, 'n.%1$I'));              -- 15
     EXECUTE format('REVOKE ALL ON FUNCTION autoembed.%I() FROM PUBLIC', v.sync_function);
 END
 $$;
@@ -155,6 +171,15 @@ BEGIN
     EXECUTE format(
         'CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION autoembed.%I()',
         format('autoembed_%s_truncate', v.id), v.source, v.sync_function);
+    -- On a partitioned table an UPDATE that moves a row to another partition
+    -- fires no row trigger; catch those moves per statement. (This captures
+    -- transition tables for every UPDATE of a partitioned source.)
+    IF (SELECT c.relkind FROM pg_class AS c WHERE c.oid = v.source) = 'p' THEN
+        EXECUTE format(
+            'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows '
+            'NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION autoembed.%I()',
+            format('autoembed_%s_moves', v.id), v.source, v.sync_function);
+    END IF;
 END
 $$;
 
@@ -168,7 +193,7 @@ DECLARE
     op text;
 BEGIN
     IF source_exists THEN
-        FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
+        FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate', 'moves'] LOOP
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('autoembed_%s_%s', v.id, op), v.source);
         END LOOP;
     END IF;

@@ -95,6 +95,20 @@ BEGIN
                   HINT = 'autoembed identifies rows by their primary key; add one with ALTER TABLE ... ADD PRIMARY KEY.';
     END IF;
 
+    -- The key is copied into autoembed's own tables next to their columns.
+    SELECT string_agg(format('"%s"', c), ', ') INTO col
+    FROM unnest(pk_cols) AS c
+    WHERE c = ANY (ARRAY['seq', 'queued_at', 'claim_token', 'claimed_seq', 'lease_until', 'attempts',
+                         'next_attempt_at', 'last_error', 'failed_at', 'model_version_id',
+                         'chunk_no', 'chunk', 'embedding', 'source_seq', 'embedded_at']);
+    IF col IS NOT NULL THEN
+        RAISE EXCEPTION 'autoembed: the primary key of % has a column named %, a name autoembed uses for its own columns',
+            source, col
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'Reserved: seq, queued_at, claim_token, claimed_seq, lease_until, attempts, next_attempt_at, '
+                      || 'last_error, failed_at, model_version_id, chunk_no, chunk, embedding, source_seq, embedded_at.';
+    END IF;
+
     IF columns IS NULL OR cardinality(columns) = 0 THEN
         RAISE EXCEPTION 'autoembed: columns must name at least one text column of %', source
             USING ERRCODE = 'invalid_parameter_value';
@@ -127,7 +141,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM autoembed.vectorizer AS x WHERE x.name = vname) THEN
         RAISE EXCEPTION 'autoembed: a vectorizer named "%" already exists', vname
             USING ERRCODE = 'duplicate_object',
-                  HINT = CASE WHEN name IS NULL THEN 'Pass name => ''...'' to choose another name.' END;
+                  HINT = CASE WHEN name IS NULL THEN 'Pass name => ''...'' to choose another name.'
+                              ELSE 'Choose another name, or drop the existing one with autoembed.drop_vectorizer(name).' END;
     END IF;
 
     SELECT * INTO resolved FROM autoembed._resolve_model(model, dimensions);

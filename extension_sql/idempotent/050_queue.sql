@@ -79,6 +79,11 @@ BEGIN
     IF v.paused THEN
         RETURN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = v.source) THEN
+        RAISE EXCEPTION 'autoembed: the source table of vectorizer "%" no longer exists', v.name
+            USING ERRCODE = 'undefined_table',
+                  HINT = format('Drop the vectorizer: SELECT autoembed.drop_vectorizer(%L);', v.name);
+    END IF;
     PERFORM autoembed._merge_inbox(v);
 
     -- Rows whose lease ran out max_attempts times (a worker crashed or hung
@@ -189,6 +194,9 @@ BEGIN
         RAISE EXCEPTION 'autoembed: chunk arrays must have equal lengths' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM autoembed._check_version(v, version_id);
+    -- Changes still in the inbox must bump their queue rows first, so a row
+    -- changed after its claim is requeued rather than marked done.
+    PERFORM autoembed._merge_inbox(v);
     coldefs := autoembed._pk_fragment(v, '%1$I %2$s');
 
     EXECUTE format($q$
@@ -222,7 +230,8 @@ BEGIN
     SELECT coalesce(jsonb_agg(m.k), '[]') INTO writable
     FROM jsonb_array_elements(mine) AS m(k) WHERE NOT busy @> jsonb_build_array(m.k);
 
-    -- Replace the chunks of every writable row, for this model version only.
+    -- Replace the chunks of every writable row, for this model version only;
+    -- rows whose source row is gone keep none.
     EXECUTE format(
         'DELETE FROM autoembed.%I AS e USING jsonb_to_recordset($1) AS k(%s) '
         'WHERE %s AND e.model_version_id = $2',
@@ -238,7 +247,7 @@ BEGIN
         $q$,
         v.embeddings_table, autoembed._pk_fragment(v, '%1$I'), autoembed._pk_fragment(v, 'k.%1$I'),
         coldefs, v.queue_table, autoembed._pk_join(v, 'q', 'k'))
-        USING writable, version_id, chunk_item, chunk_no, chunk, embedding, items;
+        USING lockable, version_id, chunk_item, chunk_no, chunk, embedding, items;
 
     -- Finish the queue rows: done unless the row changed after the claim.
     EXECUTE format(

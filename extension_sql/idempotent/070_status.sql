@@ -1,6 +1,9 @@
 -- Status: what each vectorizer has embedded and what is left to do.
 
 -- Counts for one vectorizer's inbox and queue.
+-- Counts for one vectorizer's inbox and queue, by distinct row: a row changed
+-- many times counts once. pending: rows waiting (including those backing off
+-- after a failure); claimable: the part a worker could claim now.
 CREATE OR REPLACE FUNCTION autoembed._queue_counts(
     v autoembed.vectorizer,
     OUT pending bigint, OUT claimable bigint, OUT in_flight bigint, OUT failed bigint,
@@ -8,30 +11,34 @@ CREATE OR REPLACE FUNCTION autoembed._queue_counts(
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    inbox_keys bigint;
-    inbox_oldest timestamptz;
 BEGIN
-    EXECUTE format(
-        'SELECT coalesce(sum(cardinality(%I)), 0), min(queued_at) FROM autoembed.%I',
-        v.pk_columns[1], v.inbox_table)
-        INTO inbox_keys, inbox_oldest;
     EXECUTE format($q$
-        SELECT
-            count(*) FILTER (WHERE failed_at IS NULL AND NOT live),
-            count(*) FILTER (WHERE failed_at IS NULL AND NOT live
-                             AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now())),
-            count(*) FILTER (WHERE live),
-            count(*) FILTER (WHERE failed_at IS NOT NULL),
-            count(DISTINCT claim_token) FILTER (WHERE live),
-            min(queued_at) FILTER (WHERE failed_at IS NULL)
-        FROM (SELECT q.*, coalesce(q.claim_token IS NOT NULL AND q.lease_until >= pg_catalog.now(), false) AS live
-              FROM autoembed.%I AS q) AS q
-        $q$, v.queue_table)
+        WITH inbox AS (
+            SELECT %1$s, min(m.queued_at) AS queued_at
+            FROM autoembed.%3$I AS m CROSS JOIN LATERAL unnest(%2$s) AS u(%4$s)
+            GROUP BY %1$s
+        ), queue AS (
+            SELECT q.*, coalesce(q.claim_token IS NOT NULL AND q.lease_until >= pg_catalog.now(), false) AS live
+            FROM autoembed.%5$I AS q
+        ), waiting AS (
+            SELECT %4$s, queued_at,
+                   (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now()) AS ready
+            FROM queue WHERE failed_at IS NULL AND NOT live
+            UNION ALL
+            SELECT %4$s, queued_at, true FROM inbox
+        ), per_row AS (
+            SELECT bool_or(ready) AS ready, min(queued_at) AS queued_at FROM waiting GROUP BY %4$s
+        )
+        SELECT (SELECT count(*) FROM per_row),
+               (SELECT count(*) FROM per_row WHERE ready),
+               (SELECT count(*) FROM queue WHERE live),
+               (SELECT count(*) FROM queue WHERE failed_at IS NOT NULL),
+               (SELECT count(DISTINCT claim_token) FROM queue WHERE live),
+               least((SELECT min(queued_at) FROM per_row), (SELECT min(queued_at) FROM queue WHERE live))
+        $q$,
+        autoembed._pk_fragment(v, 'u.%1$I'), autoembed._pk_fragment(v, 'm.%1$I'), v.inbox_table,
+        autoembed._pk_fragment(v, '%1$I'), v.queue_table)
         INTO pending, claimable, in_flight, failed, live_claims, oldest;
-    pending := pending + inbox_keys;
-    claimable := claimable + inbox_keys;
-    oldest := least(oldest, inbox_oldest);
 END
 $$;
 
@@ -74,9 +81,11 @@ CREATE OR REPLACE VIEW autoembed.vectorizer_status AS
     SELECT * FROM autoembed.vectorizer_stats();
 
 -- For the dispatcher and sweep: which vectorizers have work a worker could
--- claim now, and how many claims are live on each.
+-- claim now, how many claims are live, and how many signalled drain tasks
+-- have started (so the dispatcher knows how many of its signals are still
+-- waiting in the broker).
 CREATE OR REPLACE FUNCTION autoembed.work_summary()
-RETURNS TABLE (vectorizer_id int, claimable bigint, live_claims bigint, last_claim_at timestamptz)
+RETURNS TABLE (vectorizer_id int, claimable bigint, live_claims bigint, drains_started bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -89,8 +98,17 @@ BEGIN
         vectorizer_id := v.id;
         claimable := qc.claimable;
         live_claims := qc.live_claims;
-        last_claim_at := v.last_claim_at;
+        drains_started := v.drains_started;
         RETURN NEXT;
     END LOOP;
 END
+$$;
+
+-- Called by a drain task when it starts on a dispatcher's signal.
+CREATE OR REPLACE FUNCTION autoembed.drain_started(vectorizer_id int)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE autoembed.vectorizer AS x SET drains_started = x.drains_started + 1 WHERE x.id = $1
 $$;

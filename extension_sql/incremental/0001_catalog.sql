@@ -53,5 +53,6 @@ CREATE TABLE autoembed.vectorizer (
     last_error_at      timestamptz,
     last_claim_at      timestamptz,
     last_write_at      timestamptz,
+    drains_started     bigint   NOT NULL DEFAULT 0,   -- drain tasks started by a dispatcher's signal
     created_at         timestamptz NOT NULL DEFAULT now()
 );

@@ -82,29 +82,29 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.socket_path.exists():
             self.socket_path.unlink()
-        log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115  (owned by the child)
-        self._proc = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket_path),
-                "--unixsocketperm",
-                "700",
-                "--dir",
-                str(self.data_dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.data_dir / "redis.log", "ab") as log:  # the child process keeps its own copy
+            self._proc = subprocess.Popen(
+                [
+                    redis_server_binary(),
+                    "--port",
+                    "0",
+                    "--unixsocket",
+                    str(self.socket_path),
+                    "--unixsocketperm",
+                    "700",
+                    "--dir",
+                    str(self.data_dir),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

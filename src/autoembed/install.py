@@ -7,6 +7,7 @@ under an advisory lock: running it twice, or twice at once, is safe.
 
 from __future__ import annotations
 
+import threading
 from importlib import resources
 from typing import Any
 
@@ -16,8 +17,10 @@ from alembic.config import Config
 
 from autoembed.db import sqlalchemy_url
 
-# pg_advisory_xact_lock key for installs: the bytes of "autoembed" folded into an int8.
-INSTALL_LOCK_KEY = 0x6175746F656D6264
+# Alembic's migration context is process-global: installs from threads of
+# one process take turns (installs from different processes are serialized by
+# an advisory lock in the database, see migrations/_runner.py).
+_process_lock = threading.Lock()
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
@@ -32,7 +35,7 @@ def install(url: str) -> str:
     """Install or upgrade autoembed in the database at ``url``; returns the revision."""
     engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
     try:
-        with engine.begin() as conn:
+        with _process_lock, engine.begin() as conn:
             command.upgrade(alembic_config(conn), "head")
             rev = conn.exec_driver_sql(
                 "SELECT version_num FROM autoembed.alembic_version"

@@ -61,27 +61,27 @@ def start_worker(db_url: str, broker_url: str, log_path: Path) -> subprocess.Pop
         AUTOEMBED_SWEEP_SECONDS="2",
         HF_HUB_OFFLINE="1",
     )
-    log = open(log_path, "wb")  # noqa: SIM115  (owned by the child)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "autoembed.worker.app",
-            "worker",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(log_path, "wb") as log:  # the child process keeps its own copy
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "autoembed.worker.app",
+                "worker",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:

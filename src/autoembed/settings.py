@@ -42,9 +42,24 @@ class Settings:
     # Most drain tasks the dispatcher keeps running per vectorizer.
     parallelism: int = 4
     sweep_seconds: float = 5.0
+    # Signals that wait this long with no drain task starting are sent again.
+    redeliver_seconds: float = 60.0
     # cpu, cuda, cuda:N; None picks CUDA when available.
     device: str | None = None
     dispatcher: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("batch_size", self.batch_size is None or self.batch_size >= 1, "at least 1"),
+            ("lease_seconds", self.lease_seconds > 0, "positive"),
+            ("task_seconds", self.task_seconds > 0, "positive"),
+            ("parallelism", self.parallelism >= 1, "at least 1"),
+            ("sweep_seconds", self.sweep_seconds > 0, "positive"),
+            ("redeliver_seconds", self.redeliver_seconds > 0, "positive"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -54,8 +69,9 @@ class Settings:
             batch_size=_env_int("AUTOEMBED_BATCH_SIZE", None),
             lease_seconds=_env_float("AUTOEMBED_LEASE_SECONDS", 300.0),
             task_seconds=_env_float("AUTOEMBED_TASK_SECONDS", 30.0),
-            parallelism=_env_int("AUTOEMBED_PARALLELISM", 4) or 4,
+            parallelism=_env_int("AUTOEMBED_PARALLELISM", 4) or 0,
             sweep_seconds=_env_float("AUTOEMBED_SWEEP_SECONDS", 5.0),
+            redeliver_seconds=_env_float("AUTOEMBED_REDELIVER_SECONDS", 60.0),
             device=os.environ.get("AUTOEMBED_DEVICE") or None,
             dispatcher=os.environ.get("AUTOEMBED_DISPATCHER", "1") not in ("0", "false", "no"),
         )
