@@ -40,6 +40,26 @@ def install(db_url: str | None) -> None:
     click.echo(f"autoembed installed (schema revision {rev})")
 
 
+@main.command("extension-files")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, writable=True),
+    help="Where to write them: $(pg_config --sharedir)/extension, or DIR/extension for a "
+    "DIR on extension_control_path (PostgreSQL 18+).",
+)
+def extension_files(out_dir: str) -> None:
+    """Write autoembed.control and its script, for CREATE EXTENSION autoembed CASCADE
+    (PostgreSQL 16+, pgvector installed on the server)."""
+    from pathlib import Path
+
+    from autoembed.extension import write_files
+
+    for path in write_files(Path(out_dir)):
+        click.echo(str(path))
+
+
 @main.command()
 @click.option("--db", "db_url", help=DB_HELP)
 @click.option("--broker", "broker_url", help=BROKER_HELP)
