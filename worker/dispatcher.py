@@ -1,7 +1,9 @@
 """The dispatcher: turns NOTIFY into Celery tasks, and sweeps.
 
 Triggers send ``NOTIFY autoembed, '<vectorizer id>'`` (Postgres folds repeats
-within a transaction into one). The dispatcher LISTENs, and for each
+within a transaction into one; the UPDATE trigger sends at most one per
+session per 250 ms, so every ``POLL_SECONDS`` the dispatcher also looks for
+vectorizers with unmerged changes). The dispatcher LISTENs, and for each
 vectorizer with claimable work sends enough drain tasks to keep up to
 ``parallelism`` claims running — coalesced, so a burst of 10,000 inserts
 becomes a handful of messages. Every ``sweep_seconds`` it checks every
@@ -30,6 +32,7 @@ log = logging.getLogger("autoembed.dispatcher")
 
 LEADER_LOCK_KEY = 0x6165_6469_7370_0001  # "aedisp" + 1
 CHANNEL = "autoembed"
+POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -152,7 +155,8 @@ class Dispatcher:
 
     def _listen(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
         conn.execute(f"LISTEN {CHANNEL}")
-        next_sweep = 0.0
+        debounce = self.coalescer.debounce
+        next_sweep = next_poll = 0.0
         dirty: set[int] = set()
         last_dispatch = 0.0
         while not stop.is_set():
@@ -162,22 +166,26 @@ class Dispatcher:
                 dirty.clear()
                 next_sweep = now + self.settings.sweep_seconds
                 last_dispatch = now
-            elif dirty and now - last_dispatch >= self.coalescer.debounce:
+            elif dirty and now - last_dispatch >= debounce:
                 self.dispatch(conn, dirty)
                 dirty = set()
                 last_dispatch = now
-            wait = self.coalescer.debounce if dirty else min(1.0, next_sweep - now)
+            if now >= next_poll:
+                # Triggers throttle their NOTIFYs: look for unmerged changes too.
+                dirty |= queue.vectorizers_with_changes(conn)
+                next_poll = now + POLL_SECONDS
+            wait = debounce if dirty else min(POLL_SECONDS, next_sweep - now)
             for note in conn.notifies(timeout=max(0.01, wait), stop_after=1):
                 if note.payload.isdigit():
                     dirty.add(int(note.payload))
-            # drain whatever else already arrived without blocking
+            # whatever else already arrived, without blocking
             for note in conn.notifies(timeout=0, stop_after=10000):
                 if note.payload.isdigit():
                     dirty.add(int(note.payload))
 
     def dispatch(self, conn: psycopg.Connection[Any], only: set[int] | None) -> int:
         """Send the signals the coalescer asks for; returns how many."""
-        work = [w for w in queue.work_summary(conn) if only is None or w.vectorizer_id in only]
+        work = queue.work_summary(conn, only)
         sent = 0
         for vid, n in self.coalescer.decide(work, time.monotonic()).items():
             for _ in range(n):

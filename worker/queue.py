@@ -158,14 +158,19 @@ class Work:
     drains_started: int
 
 
-def work_summary(conn: psycopg.Connection[Any]) -> list[Work]:
+def work_summary(conn: psycopg.Connection[Any], only: set[int] | None = None) -> list[Work]:
     return [
         Work(*r)
         for r in conn.execute(
             "SELECT vectorizer_id, claimable, live_claims, drains_started "
-            "FROM autoembed.work_summary()"
+            "FROM autoembed.work_summary(%s::int[])",
+            (None if only is None else sorted(only),),
         )
     ]
+
+
+def vectorizers_with_changes(conn: psycopg.Connection[Any]) -> set[int]:
+    return {r[0] for r in conn.execute("SELECT autoembed.vectorizers_with_changes()")}
 
 
 def drain_started(conn: psycopg.Connection[Any], vectorizer_id: int) -> None:

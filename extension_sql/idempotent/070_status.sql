@@ -84,7 +84,7 @@ CREATE OR REPLACE VIEW autoembed.vectorizer_status AS
 -- claim now, how many claims are live, and how many signalled drain tasks
 -- have started (so the dispatcher knows how many of its signals are still
 -- waiting in the broker).
-CREATE OR REPLACE FUNCTION autoembed.work_summary()
+CREATE OR REPLACE FUNCTION autoembed.work_summary(only_ids int[] DEFAULT NULL)
 RETURNS TABLE (vectorizer_id int, claimable bigint, live_claims bigint, drains_started bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -93,7 +93,9 @@ DECLARE
     v autoembed.vectorizer;
     qc record;
 BEGIN
-    FOR v IN SELECT * FROM autoembed.vectorizer AS x WHERE NOT x.paused ORDER BY x.id LOOP
+    FOR v IN SELECT * FROM autoembed.vectorizer AS x
+             WHERE NOT x.paused AND (only_ids IS NULL OR x.id = ANY (only_ids))
+             ORDER BY x.id LOOP
         SELECT * INTO qc FROM autoembed._queue_counts(v);
         vectorizer_id := v.id;
         claimable := qc.claimable;
@@ -111,4 +113,25 @@ LANGUAGE sql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE autoembed.vectorizer AS x SET drains_started = x.drains_started + 1 WHERE x.id = $1
+$$;
+
+-- Vectorizers with changes not yet merged into their queue: a cheap check the
+-- dispatcher makes often, so a change whose NOTIFY was throttled away (see
+-- the UPDATE trigger in 030_ddl.sql) still wakes a worker within a second.
+CREATE OR REPLACE FUNCTION autoembed.vectorizers_with_changes()
+RETURNS SETOF int
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer;
+    found_one boolean;
+BEGIN
+    FOR v IN SELECT * FROM autoembed.vectorizer AS x WHERE NOT x.paused ORDER BY x.id LOOP
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM autoembed.%I)', v.inbox_table) INTO found_one;
+        IF found_one THEN
+            RETURN NEXT v.id;
+        END IF;
+    END LOOP;
+END
 $$;

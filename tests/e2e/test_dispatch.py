@@ -132,6 +132,37 @@ def test_one_insert_of_10000_rows_is_a_few_messages_to_a_real_worker(
     )
 
 
+def test_a_change_without_a_notify_is_still_signalled_within_a_second(
+    conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    """The UPDATE trigger throttles its NOTIFYs; the dispatcher's poll for
+    unmerged changes still signals the change promptly."""
+    vid = _vectorizer(conn, "edits")
+    conn.execute("INSERT INTO edits VALUES (1, 'first')")
+    with connect(db_url) as worker_conn:
+        queue.prepare(worker_conn)
+        drain_vectorizer(worker_conn, vid, Settings(database_url=db_url))
+    # This session "just notified": its next UPDATE sends no NOTIFY.
+    conn.execute(
+        "SELECT set_config(%s, "
+        "(extract(epoch FROM clock_timestamp()) * 1000 + 60000)::text, false)",
+        (f"autoembed.notified_{vid}",),
+    )
+    settings = Settings(database_url=db_url, sweep_seconds=600, parallelism=1, batch_size=16)
+    sent = Recorder()
+    with connect(db_url) as listener, running(SweepAwareDispatcher(db_url, sent, settings)):
+        listener.execute("LISTEN autoembed")
+        t = time.monotonic()
+        conn.execute("UPDATE edits SET body = 'second' WHERE id = 1")
+        sent.wait_for(1, timeout=5)
+        assert list(listener.notifies(timeout=0.2, stop_after=1)) == [], "it was throttled"
+    assert sent.sent, "the throttled change was never signalled"
+    latency = sent.sent[0][0] - t
+    print(f"\n[dispatch] UPDATE without NOTIFY signalled after {latency:.2f}s")
+    assert sent.sent[0][1] == vid
+    assert latency < 1.5
+
+
 def test_many_small_transactions_are_coalesced(conn: psycopg.Connection[Any], db_url: str) -> None:
     vid = _vectorizer(conn, "trickle")
     settings = Settings(database_url=db_url, sweep_seconds=600, parallelism=3, batch_size=16)

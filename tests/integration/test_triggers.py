@@ -3,9 +3,11 @@ each kind of write enqueues, removes and notifies."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 import pytest
 
 from autoembed.db import connect
@@ -310,6 +312,25 @@ def test_transaction_of_100_updates_sends_one_notification(conn: Conn, db_url: s
                 conn.execute("UPDATE docs SET body = %s WHERE id = %s", (f"new body {i}", i))
         assert notifications(listener) == [("autoembed", str(vid))]
     assert queued_keys(conn, "docs") == keys(*range(1, 101))
+
+
+def test_update_notifications_are_throttled_per_session(conn: Conn, db_url: str) -> None:
+    """One-row autocommit UPDATEs wake the dispatcher at most once per 250 ms
+    per session (the dispatcher polls for the rest); every change is queued."""
+    embedded(conn, db_url, 10)
+    wake = ("autoembed", str(vectorizer(conn, "docs").id))
+    with listening(db_url) as listener:
+        for i in range(1, 6):  # five transactions well within 250 ms
+            conn.execute("UPDATE docs SET body = %s WHERE id = %s", (f"quick {i}", i))
+        assert notifications(listener) == [wake]
+        time.sleep(0.3)
+        # a wake-up that is rolled back does not count against the next one
+        with conn.transaction():
+            conn.execute("UPDATE docs SET body = 'undone' WHERE id = 7")
+            raise psycopg.Rollback
+        conn.execute("UPDATE docs SET body = 'later' WHERE id = 6")
+        assert notifications(listener) == [wake]
+    assert queued_keys(conn, "docs") == keys(*range(1, 7))
 
 
 # ---------------------------------------------------------------- status
