@@ -84,9 +84,11 @@ def drain_vectorizer(
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             stats.more_work = True
+            _maybe_compact(conn, pipe.config, stats)
             return stats
         result = pipe.run_batch()
         if result.claimed == 0:
+            _maybe_compact(conn, pipe.config, stats)
             return stats
         stats.batches += 1
         stats.written += result.written
@@ -97,6 +99,27 @@ def drain_vectorizer(
             log.warning("vectorizer %s: row failed: %s", pipe.config.name, error)
         if progress is not None:
             progress(vectorizer_id, result)
+
+
+# BM25 statistics are written as deltas; folding them keeps queries fast. A
+# process folds a vectorizer's after writing this many chunks, or this long
+# after it last did (cheap to skip, not worth doing after every small drain).
+COMPACT_AFTER_CHUNKS = 2000
+COMPACT_AFTER_SECONDS = 300.0
+_compaction: dict[int, tuple[int, float]] = {}  # vectorizer id -> (chunks since, last time)
+
+
+def _maybe_compact(
+    conn: psycopg.Connection[Any], config: queue.VectorizerConfig, stats: DrainStats
+) -> None:
+    chunks, last = _compaction.get(config.id, (0, time.monotonic()))
+    chunks += stats.chunks
+    if chunks and (
+        chunks >= COMPACT_AFTER_CHUNKS or time.monotonic() - last >= COMPACT_AFTER_SECONDS
+    ):
+        queue.compact_stats(conn, config.name)
+        chunks, last = 0, time.monotonic()
+    _compaction[config.id] = (chunks, last)
 
 
 def drain_all(

@@ -173,6 +173,11 @@ def vectorizers_with_changes(conn: psycopg.Connection[Any]) -> set[int]:
     return {r[0] for r in conn.execute("SELECT autoembed.vectorizers_with_changes()")}
 
 
+def compact_stats(conn: psycopg.Connection[Any], name: str) -> int:
+    row = conn.execute("SELECT autoembed.compact_stats(%s)", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def drain_started(conn: psycopg.Connection[Any], vectorizer_id: int) -> None:
     conn.execute("SELECT autoembed.drain_started(%s)", (vectorizer_id,))
 

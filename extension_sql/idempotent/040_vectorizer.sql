@@ -46,6 +46,8 @@ CREATE OR REPLACE FUNCTION autoembed.create_vectorizer(
     chunk_tokens int DEFAULT NULL,
     chunk_overlap int DEFAULT 32,
     ts_config regconfig DEFAULT 'english',
+    bm25_k1 float8 DEFAULT 0.9,
+    bm25_b float8 DEFAULT 0.4,
     distance text DEFAULT 'cosine',
     index text DEFAULT 'hnsw',
     backfill boolean DEFAULT true,
@@ -100,13 +102,15 @@ BEGIN
     FROM unnest(pk_cols) AS c
     WHERE c = ANY (ARRAY['seq', 'queued_at', 'claim_token', 'claimed_seq', 'lease_until', 'attempts',
                          'next_attempt_at', 'last_error', 'failed_at', 'model_version_id',
-                         'chunk_no', 'chunk', 'embedding', 'source_seq', 'embedded_at']);
+                         'chunk_no', 'chunk', 'embedding', 'lexemes', 'doc_len', 'source_seq',
+                         'embedded_at', 'chunk_id']);
     IF col IS NOT NULL THEN
         RAISE EXCEPTION 'autoembed: the primary key of % has a column named %, a name autoembed uses for its own columns',
             source, col
             USING ERRCODE = 'invalid_table_definition',
                   HINT = 'Reserved: seq, queued_at, claim_token, claimed_seq, lease_until, attempts, next_attempt_at, '
-                      || 'last_error, failed_at, model_version_id, chunk_no, chunk, embedding, source_seq, embedded_at.';
+                      || 'last_error, failed_at, model_version_id, chunk_no, chunk, embedding, lexemes, doc_len, '
+                      || 'source_seq, embedded_at, chunk_id.';
     END IF;
 
     IF columns IS NULL OR cardinality(columns) = 0 THEN
@@ -160,6 +164,7 @@ BEGIN
     IF ts_config IS NULL THEN
         RAISE EXCEPTION 'autoembed: ts_config must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM autoembed._check_bm25(bm25_k1, bm25_b);
     IF distance IS NULL OR distance NOT IN ('cosine', 'l2', 'inner_product') THEN
         RAISE EXCEPTION 'autoembed: distance must be cosine, l2 or inner_product, got %', coalesce(distance, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -195,24 +200,28 @@ BEGIN
     --    anywhere leaves nothing behind.
     INSERT INTO autoembed.vectorizer AS x (
         name, source, columns, pk_columns, pk_types, model, dimensions, chunk_tokens, chunk_overlap,
-        ts_config, distance, index_method, max_attempts, retry_delay,
-        inbox_table, queue_table, embeddings_table, sync_function)
+        ts_config, bm25_k1, bm25_b, distance, index_method, max_attempts, retry_delay,
+        inbox_table, queue_table, embeddings_table, postings_table, stats_table, sync_function)
     VALUES (
         vname, source, columns, pk_cols, pk_typs, resolved.model_name, resolved.model_dimensions,
-        chunk_tokens, chunk_overlap, ts_config::text, distance, index, max_attempts, retry_delay,
+        chunk_tokens, chunk_overlap, ts_config::text, bm25_k1, bm25_b, distance, index,
+        max_attempts, retry_delay,
         autoembed._derived_name(vname, '_inbox'), autoembed._derived_name(vname, '_queue'),
-        autoembed._derived_name(vname, '_embeddings'), autoembed._derived_name(vname, '_sync'))
+        autoembed._derived_name(vname, '_embeddings'), autoembed._derived_name(vname, '_postings'),
+        autoembed._derived_name(vname, '_stats'), autoembed._derived_name(vname, '_sync'))
     RETURNING * INTO v;
 
     IF EXISTS (SELECT 1 FROM pg_class AS c
                WHERE c.relnamespace = 'autoembed'::regnamespace
                  AND c.relname IN (v.inbox_table, v.queue_table, v.embeddings_table,
+                                   v.postings_table, v.stats_table,
                                    autoembed._derived_name(vname, '_hnsw'))) THEN
         RAISE EXCEPTION 'autoembed: the tables for vectorizer "%" already exist in schema autoembed', vname
             USING ERRCODE = 'duplicate_table';
     END IF;
 
     PERFORM autoembed._create_tables(v, vector_schema);
+    PERFORM autoembed._create_bm25_tables(v);
     PERFORM autoembed._create_sync_function(v);
     PERFORM autoembed._create_triggers(v);
 

@@ -232,22 +232,9 @@ BEGIN
 
     -- Replace the chunks of every writable row, for this model version only;
     -- rows whose source row is gone keep none.
-    EXECUTE format(
-        'DELETE FROM autoembed.%I AS e USING jsonb_to_recordset($1) AS k(%s) '
-        'WHERE %s AND e.model_version_id = $2',
-        v.embeddings_table, coldefs, autoembed._pk_join(v, 'e', 'k'))
-        USING writable, version_id;
-    EXECUTE format($q$
-        INSERT INTO autoembed.%1$I (%2$s, model_version_id, chunk_no, chunk, embedding, source_seq)
-        SELECT %3$s, $2, c.chunk_no, c.chunk, c.embedding, q.claimed_seq
-        FROM unnest($3, $4, $5, $6) AS c(item, chunk_no, chunk, embedding)
-        CROSS JOIN LATERAL jsonb_to_record($7 -> c.item) AS k(%4$s)
-        JOIN autoembed.%5$I AS q ON %6$s
-        WHERE $1 @> jsonb_build_array($7 -> c.item)
-        $q$,
-        v.embeddings_table, autoembed._pk_fragment(v, '%1$I'), autoembed._pk_fragment(v, 'k.%1$I'),
-        coldefs, v.queue_table, autoembed._pk_join(v, 'q', 'k'))
-        USING lockable, version_id, chunk_item, chunk_no, chunk, embedding, items;
+    PERFORM autoembed._delete_chunks(v.id, version_id, writable);
+    PERFORM autoembed._insert_chunks(
+        v, version_id, lockable, items, chunk_item, chunk_no, chunk, embedding);
 
     -- Finish the queue rows: done unless the row changed after the claim.
     EXECUTE format(

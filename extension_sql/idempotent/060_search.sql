@@ -1,8 +1,13 @@
--- Semantic search. Runs as the caller (SECURITY INVOKER) and keeps only rows
--- the caller can still see in the source table, so its privileges and
--- row-level security decide what comes back.
+-- Semantic search, and what every search function shares.
+--
+-- Search functions run as the caller (SECURITY INVOKER) and keep only rows the
+-- caller can see in the source table, so its privileges and row-level
+-- security decide what comes back. They are STABLE: every statement inside
+-- sees the caller's snapshot, so statistics and data always agree.
+-- Results: one row per source row (its best chunk), or per chunk with
+-- chunks => true; pk is the source row's primary key as jsonb; rank 1 is best.
 
-CREATE OR REPLACE FUNCTION autoembed._check_k(k int)
+CREATE OR REPLACE FUNCTION autoembed._check_search_args(k int, filter jsonb, chunks boolean)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -17,29 +22,82 @@ BEGIN
     IF k > 10000 THEN
         RAISE EXCEPTION 'autoembed: k must be at most 10000, got %', k USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
+        RAISE EXCEPTION 'autoembed: filter must be a JSON object of column values, got %', jsonb_typeof(filter)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. filter => ''{"category": "news"}'': rows whose columns contain these values';
+    END IF;
+    IF chunks IS NULL THEN
+        RAISE EXCEPTION 'autoembed: chunks must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
 END
 $$;
 
--- The k source rows nearest to query_embedding, each with its best chunk.
--- score: cosine similarity (cosine), inner product (inner_product) or the
--- negated distance (l2); higher is better. rank: 1 = best.
-CREATE OR REPLACE FUNCTION autoembed.search(
-    name text, query_embedding @extschema:vector@.vector, k int DEFAULT 10)
+-- SQL text: the caller can see source row s (and it matches the filter $n).
+CREATE OR REPLACE FUNCTION autoembed._visible(v autoembed.vectorizer, alias text, filter_param int)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('EXISTS (SELECT 1 FROM %s AS s WHERE %s AND ($%s::jsonb IS NULL OR pg_catalog.to_jsonb(s) @> $%s))',
+                  v.source, autoembed._pk_join(v, 's', alias), filter_param, filter_param)
+$$;
+
+-- SQL that keeps the best chunk per source row (or every chunk), orders and
+-- cuts at k, returning one row: the results as a JSON array of
+-- [pk, chunk_no, chunk, score] in rank order, how many hits there were, and
+-- how many distinct rows (or chunks) they held.
+-- hits: SQL yielding the key columns, chunk_no, chunk and score (higher is better).
+CREATE OR REPLACE FUNCTION autoembed._rank_hits(v autoembed.vectorizer, hits text, chunks boolean, k_param int)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        WITH hits AS MATERIALIZED (%1$s), best AS MATERIALIZED (%2$s),
+        top AS (SELECT * FROM best AS b ORDER BY b.score DESC, %4$s, b.chunk_no LIMIT $%5$s)
+        SELECT coalesce(jsonb_agg(jsonb_build_array(%3$s, b.chunk_no, b.chunk, b.score)
+                                  ORDER BY b.score DESC, %4$s, b.chunk_no), '[]'),
+               (SELECT count(*) FROM hits), (SELECT count(*) FROM best)
+        FROM top AS b
+        $q$,
+        hits,
+        CASE WHEN chunks THEN 'SELECT * FROM hits'
+             ELSE format('SELECT DISTINCT ON (%1$s) h.* FROM hits AS h ORDER BY %1$s, h.score DESC, h.chunk_no',
+                         autoembed._pk_fragment(v, 'h.%1$I')) END,
+        autoembed._pk_json(v, 'b'), autoembed._pk_fragment(v, 'b.%1$I'), k_param)
+$$;
+
+-- The rows of a _rank_hits result, ranked 1..n.
+CREATE OR REPLACE FUNCTION autoembed._unpack_hits(results jsonb)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.hit -> 0, (r.hit ->> 1)::int, r.hit ->> 2, (r.hit ->> 3)::double precision, r.ord
+    FROM jsonb_array_elements(results) WITH ORDINALITY AS r(hit, ord)
+$$;
+
+-- The k source rows nearest to query_embedding. score: cosine similarity
+-- (cosine), inner product (inner_product) or negated distance (l2).
+CREATE OR REPLACE FUNCTION autoembed.search(
+    name text, query_embedding @extschema:vector@.vector, k int DEFAULT 10,
+    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false)
+RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 SET hnsw.iterative_scan = 'relaxed_order'
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
     op text;
-    score_expr text;
     fetch_n int;
-    hits jsonb;
+    found_rows int;
     candidates int;
+    results jsonb;
     old_ef text := current_setting('hnsw.ef_search', true);
 BEGIN
-    PERFORM autoembed._check_k(k);
+    PERFORM autoembed._check_search_args(k, filter, chunks);
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION 'autoembed: query_embedding must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -52,47 +110,31 @@ BEGIN
         RETURN;
     END IF;
     op := CASE v.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
-    score_expr := CASE v.distance WHEN 'cosine' THEN '1 - c.distance' ELSE '- c.distance' END;
 
-    -- Fetch the nearest chunks, widening until k distinct visible rows are
-    -- found or the candidates run out.
-    fetch_n := k * 4 + 16;
+    -- The nearest visible chunks (pgvector's iterative scan applies the
+    -- visibility check and filter while walking the index), widening until
+    -- they hold k distinct rows or run out.
+    fetch_n := CASE WHEN chunks THEN k ELSE k * 4 + 16 END;
     LOOP
         PERFORM set_config('hnsw.ef_search', least(greatest(fetch_n, 40), 1000)::text, true);
-        EXECUTE format($q$
-            WITH c AS MATERIALIZED (
+        EXECUTE autoembed._rank_hits(v, format($q$
                 SELECT %1$s, e.chunk_no, e.chunk,
-                       e.embedding OPERATOR(@extschema:vector@.%3$s) $1 AS distance
-                FROM autoembed.%2$I AS e
-                WHERE e.model_version_id = $2
+                       %2$s(e.embedding OPERATOR(@extschema:vector@.%3$s) $1) AS score
+                FROM autoembed.%4$I AS e
+                WHERE e.model_version_id = $2 AND %5$s
                 ORDER BY e.embedding OPERATOR(@extschema:vector@.%3$s) $1
                 LIMIT $3
-            ), best AS (
-                SELECT DISTINCT ON (%4$s) c.* FROM c ORDER BY %4$s, c.distance, c.chunk_no
-            ), visible AS (
-                SELECT c.* FROM best AS c
-                WHERE EXISTS (SELECT 1 FROM %5$s AS s WHERE %6$s)
-                ORDER BY c.distance, c.chunk_no
-                LIMIT $4
-            )
-            SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'pk', %7$s, 'chunk_no', c.chunk_no, 'chunk', c.chunk, 'score', %8$s)
-                       ORDER BY c.distance, c.chunk_no), '[]'),
-                   (SELECT count(*) FROM c)
-            FROM visible AS c
-            $q$,
-            autoembed._pk_fragment(v, 'e.%1$I'), v.embeddings_table, op,
-            autoembed._pk_fragment(v, 'c.%1$I'), v.source, autoembed._pk_join(v, 's', 'c'),
-            autoembed._pk_json(v, 'c'), score_expr)
-            INTO hits, candidates
-            USING query_embedding, v.active_version_id, fetch_n, k;
-        EXIT WHEN jsonb_array_length(hits) >= k OR candidates < fetch_n OR fetch_n >= 1000000;
+                $q$,
+                autoembed._pk_fragment(v, 'e.%1$I'),
+                CASE v.distance WHEN 'cosine' THEN '1 - ' ELSE '- ' END,
+                op, v.embeddings_table, autoembed._visible(v, 'e', 4)),
+            chunks, 5)
+            INTO results, candidates, found_rows
+            USING query_embedding, v.active_version_id, fetch_n, filter, k;
+        EXIT WHEN found_rows >= k OR candidates < fetch_n OR fetch_n >= 1000000;
         fetch_n := fetch_n * 4;
     END LOOP;
     PERFORM set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
-    RETURN QUERY
-        SELECT h.hit -> 'pk', (h.hit ->> 'chunk_no')::int, h.hit ->> 'chunk',
-               (h.hit ->> 'score')::double precision, h.ord
-        FROM jsonb_array_elements(hits) WITH ORDINALITY AS h(hit, ord);
+    RETURN QUERY SELECT * FROM autoembed._unpack_hits(results);
 END
 $$;

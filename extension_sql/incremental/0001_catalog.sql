@@ -39,6 +39,8 @@ CREATE TABLE autoembed.vectorizer (
     chunk_tokens       int      CHECK (chunk_tokens > 0),   -- NULL: the model's maximum
     chunk_overlap      int      NOT NULL CHECK (chunk_overlap >= 0),
     ts_config          text     NOT NULL,
+    bm25_k1            float8   NOT NULL CHECK (bm25_k1 >= 0),
+    bm25_b             float8   NOT NULL CHECK (bm25_b BETWEEN 0 AND 1),
     distance           text     NOT NULL CHECK (distance IN ('cosine', 'l2', 'inner_product')),
     index_method       text     NOT NULL CHECK (index_method IN ('hnsw', 'none')),
     max_attempts       int      NOT NULL CHECK (max_attempts > 0),
@@ -46,6 +48,8 @@ CREATE TABLE autoembed.vectorizer (
     inbox_table        name     NOT NULL,
     queue_table        name     NOT NULL,
     embeddings_table   name     NOT NULL,
+    postings_table     name     NOT NULL,
+    stats_table        name     NOT NULL,
     sync_function      name     NOT NULL,
     active_version_id  int      REFERENCES autoembed.model_version (id),
     paused             boolean  NOT NULL DEFAULT false,

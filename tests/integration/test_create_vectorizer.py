@@ -360,23 +360,25 @@ def test_primary_key_named_like_an_internal_column_is_refused(conn: Conn, pk: st
 
 
 def derived_names(conn: Conn, name: str) -> list[str]:
-    """The names of a vectorizer's tables, its index and its trigger function."""
-    v = vectorizer(conn, name)
+    """The names of everything a vectorizer made in schema autoembed: its
+    tables, their indexes, and its trigger functions."""
+    vid = vectorizer(conn, name).id
     rows = conn.execute(
-        "SELECT c.relname::text FROM pg_class AS c "
-        "WHERE c.oid IN (%s::regclass, %s::regclass, %s::regclass) "
-        "   OR c.oid IN (SELECT indexrelid FROM pg_index "
-        "                WHERE indrelid = %s::regclass AND NOT indisprimary) "
-        "UNION ALL SELECT p.proname::text FROM pg_proc AS p JOIN autoembed.vectorizer AS x "
-        "          ON p.proname = x.sync_function AND x.id = %s "
-        "          AND p.pronamespace = 'autoembed'::regnamespace",
-        [
-            *(t.as_string(conn) for t in (v.inbox, v.queue, v.embeddings)),
-            v.embeddings.as_string(conn),
-            v.id,
-        ],
+        "WITH v AS (SELECT * FROM autoembed.vectorizer WHERE id = %s), "
+        "tables AS (SELECT c.oid, c.relname FROM pg_class AS c, v "
+        "           WHERE c.relnamespace = 'autoembed'::regnamespace AND c.relname IN "
+        "                 (v.inbox_table, v.queue_table, v.embeddings_table, v.postings_table, "
+        "                  v.stats_table)) "
+        "SELECT relname::text FROM tables "
+        "UNION ALL SELECT i.indexrelid::regclass::text FROM pg_index AS i "
+        "          JOIN tables AS t ON t.oid = i.indrelid "
+        "UNION ALL SELECT p.proname::text FROM pg_proc AS p, v "
+        "          WHERE p.pronamespace = 'autoembed'::regnamespace "
+        "            AND p.proname IN (v.sync_function, "
+        "                              autoembed._derived_name(v.sync_function, '_row'))",
+        (vid,),
     ).fetchall()
-    return [r[0] for r in rows]
+    return [r[0].removeprefix("autoembed.").strip('"') for r in rows]
 
 
 def test_long_vectorizer_names_get_distinct_names_within_63_bytes(conn: Conn, db_url: str) -> None:
@@ -390,7 +392,8 @@ def test_long_vectorizer_names_get_distinct_names_within_63_bytes(conn: Conn, db
 
     names = {n: derived_names(conn, n) for n in long_names}
     for name, derived in names.items():
-        assert len(derived) == 5, (name, derived)  # inbox, queue, embeddings, hnsw, sync
+        # 5 tables, 7 indexes (2 primary keys, chunk_id, hnsw, 2 postings, stats), 2 functions
+        assert len(derived) == 14, (name, derived)
         assert all(len(d.encode()) <= 63 for d in derived), derived
     everything = [d for derived in names.values() for d in derived]
     assert len(set(everything)) == len(everything)

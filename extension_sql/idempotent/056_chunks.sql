@@ -1,0 +1,97 @@
+-- Writing and forgetting chunks: the embeddings rows and, with them, their
+-- BM25 postings and statistics, always together, in the caller's transaction.
+--
+-- Statistics are kept as deltas (rows added, never updated), so concurrent
+-- writers never wait on a shared counter row; a reader's sums are exact for
+-- its snapshot. autoembed.compact_stats() folds the deltas now and then.
+
+-- Delete the chunks of the given keys (a JSON array of key objects): of one
+-- model version, or of every version when version_id is NULL.
+CREATE OR REPLACE FUNCTION autoembed._delete_chunks(vectorizer_id int, version_id int, keys jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+BEGIN
+    IF keys IS NULL OR jsonb_array_length(keys) = 0 THEN
+        RETURN;
+    END IF;
+    EXECUTE format($q$
+        WITH gone AS (
+            DELETE FROM autoembed.%1$I AS e
+            USING jsonb_to_recordset($1) AS k(%2$s)
+            WHERE %3$s AND ($2::int IS NULL OR e.model_version_id = $2)
+            RETURNING e.chunk_id, e.model_version_id, e.lexemes, e.doc_len
+        ), postings AS (
+            DELETE FROM autoembed.%4$I AS p USING gone AS g WHERE p.chunk_id = g.chunk_id
+        ), terms AS (
+            INSERT INTO autoembed.%5$I (model_version_id, term, docs, length)
+            SELECT g.model_version_id, l.lexeme, -count(*), 0
+            FROM gone AS g CROSS JOIN LATERAL unnest(g.lexemes) AS l
+            GROUP BY g.model_version_id, l.lexeme
+        )
+        INSERT INTO autoembed.%5$I (model_version_id, term, docs, length)
+        SELECT g.model_version_id, '', -count(*), -sum(g.doc_len)
+        FROM gone AS g GROUP BY g.model_version_id
+        $q$,
+        v.embeddings_table, autoembed._pk_fragment(v, '%1$I %2$s'),
+        autoembed._pk_join(v, 'e', 'k'), v.postings_table, v.stats_table)
+        USING keys, version_id;
+END
+$$;
+
+-- Insert the chunks of a completed claim for the rows in `keys` (a JSON array
+-- of key objects); chunk_item indexes into `items`. Each chunk's lexemes
+-- (its text search configuration's to_tsvector) become its BM25 postings.
+CREATE OR REPLACE FUNCTION autoembed._insert_chunks(
+    v autoembed.vectorizer, version_id int, keys jsonb, items jsonb,
+    chunk_item int[], chunk_no int[], chunk text[], embedding @extschema:vector@.vector[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format($q$
+        WITH incoming AS (
+            SELECT %2$s, c.chunk_no, c.chunk, c.embedding, q.claimed_seq,
+                   to_tsvector(%3$L::regconfig, c.chunk) AS lexemes
+            FROM unnest($3, $4, $5, $6) AS c(item, chunk_no, chunk, embedding)
+            CROSS JOIN LATERAL jsonb_to_record($7 -> c.item) AS k(%4$s)
+            JOIN autoembed.%5$I AS q ON %6$s
+            WHERE $1 @> jsonb_build_array($7 -> c.item)
+        ), new AS (
+            INSERT INTO autoembed.%1$I
+                (%7$s, model_version_id, chunk_no, chunk, embedding, lexemes, doc_len, source_seq)
+            SELECT %8$s, $2, i.chunk_no, i.chunk, i.embedding, i.lexemes,
+                   (SELECT coalesce(sum(cardinality(l.positions)), 0) FROM unnest(i.lexemes) AS l),
+                   i.claimed_seq
+            FROM incoming AS i
+            RETURNING chunk_id, model_version_id, lexemes, doc_len
+        ), postings AS (
+            INSERT INTO autoembed.%9$I (model_version_id, term, chunk_id, tf, doc_len)
+            SELECT n.model_version_id, l.lexeme, n.chunk_id, cardinality(l.positions), n.doc_len
+            FROM new AS n CROSS JOIN LATERAL unnest(n.lexemes) AS l
+        ), terms AS (
+            INSERT INTO autoembed.%10$I (model_version_id, term, docs, length)
+            SELECT n.model_version_id, l.lexeme, count(*), 0
+            FROM new AS n CROSS JOIN LATERAL unnest(n.lexemes) AS l
+            GROUP BY n.model_version_id, l.lexeme
+        )
+        INSERT INTO autoembed.%10$I (model_version_id, term, docs, length)
+        SELECT n.model_version_id, '', count(*), sum(n.doc_len) FROM new AS n GROUP BY n.model_version_id
+        $q$,
+        v.embeddings_table,                              -- 1
+        autoembed._pk_fragment(v, 'k.%1$I'),             -- 2
+        v.ts_config,                                     -- 3
+        autoembed._pk_fragment(v, '%1$I %2$s'),          -- 4
+        v.queue_table,                                   -- 5
+        autoembed._pk_join(v, 'q', 'k'),                 -- 6
+        autoembed._pk_fragment(v, '%1$I'),               -- 7
+        autoembed._pk_fragment(v, 'i.%1$I'),             -- 8
+        v.postings_table,                                -- 9
+        v.stats_table)                                   -- 10
+        USING keys, version_id, chunk_item, chunk_no, chunk, embedding, items;
+END
+$$;
