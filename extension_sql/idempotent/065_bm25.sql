@@ -101,6 +101,52 @@ BEGIN
 END
 $$;
 
+-- SQL text of the CTEs every BM25 query starts with, for query text $1 and
+-- model version $2: q (the query's lexemes and their counts), coll (N and
+-- avgdl) and weights (each lexeme's qtf * idf, for lexemes in the collection).
+CREATE OR REPLACE FUNCTION autoembed._bm25_weights(v autoembed.vectorizer)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        q AS (
+            SELECT l.lexeme AS term, cardinality(l.positions)::float8 AS qtf
+            FROM unnest(to_tsvector(%1$L::regconfig, $1)) AS l
+        ), coll AS (
+            SELECT sum(s.docs)::float8 AS n, sum(s.length)::float8 / nullif(sum(s.docs), 0) AS avgdl
+            FROM autoembed.%2$I AS s WHERE s.model_version_id = $2 AND s.term = ''
+        ), weights AS (
+            SELECT q.term, q.qtf * ln(1 + (coll.n - d.df + 0.5) / (d.df + 0.5)) AS w
+            FROM q CROSS JOIN coll
+            CROSS JOIN LATERAL (
+                SELECT sum(s.docs)::float8 AS df FROM autoembed.%2$I AS s
+                WHERE s.model_version_id = $2 AND s.term = q.term) AS d
+            WHERE d.df > 0
+        )$q$, v.ts_config, v.stats_table)
+$$;
+
+-- The highest BM25 score any chunk could reach for query: the sum of its
+-- lexemes' weights (each term's saturation tf / (tf + ...) stays below 1).
+-- hybrid_search divides by it to put BM25 scores on a 0..1 scale.
+CREATE OR REPLACE FUNCTION autoembed.bm25_max_score(name text, query text)
+RETURNS double precision
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer(name);
+    result double precision;
+BEGIN
+    IF query IS NULL OR v.active_version_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('WITH %s SELECT sum(w) FROM weights', autoembed._bm25_weights(v))
+        INTO result USING query, v.active_version_id;
+    RETURN result;
+END
+$$;
+
 -- The k source rows whose best chunk scores highest for query under BM25.
 CREATE OR REPLACE FUNCTION autoembed.bm25_search(
     name text, query text, k int DEFAULT 10, filter jsonb DEFAULT NULL, chunks boolean DEFAULT false)
@@ -122,31 +168,18 @@ BEGIN
         RETURN;
     END IF;
     EXECUTE autoembed._rank_hits(v, format($q$
-            WITH q AS (
-                SELECT l.lexeme AS term, cardinality(l.positions)::float8 AS qtf
-                FROM unnest(to_tsvector(%1$L::regconfig, $1)) AS l
-            ), coll AS (
-                SELECT sum(s.docs)::float8 AS n, sum(s.length)::float8 / nullif(sum(s.docs), 0) AS avgdl
-                FROM autoembed.%2$I AS s WHERE s.model_version_id = $2 AND s.term = ''
-            ), weights AS (
-                SELECT q.term, q.qtf * ln(1 + (coll.n - d.df + 0.5) / (d.df + 0.5)) AS w
-                FROM q CROSS JOIN coll
-                CROSS JOIN LATERAL (
-                    SELECT sum(s.docs)::float8 AS df FROM autoembed.%2$I AS s
-                    WHERE s.model_version_id = $2 AND s.term = q.term) AS d
-                WHERE d.df > 0
-            ), scored AS (
+            WITH %1$s, scored AS (
                 SELECT p.chunk_id,
                        sum(w.w * p.tf / (p.tf + $3 * (1 - $4 + $4 * p.doc_len / coll.avgdl))) AS score
                 FROM weights AS w CROSS JOIN coll
-                JOIN autoembed.%3$I AS p ON p.model_version_id = $2 AND p.term = w.term
+                JOIN autoembed.%2$I AS p ON p.model_version_id = $2 AND p.term = w.term
                 GROUP BY p.chunk_id
             )
-            SELECT %4$s, e.chunk_no, e.chunk, sc.score
-            FROM scored AS sc JOIN autoembed.%5$I AS e ON e.chunk_id = sc.chunk_id
-            WHERE %6$s
+            SELECT %3$s, e.chunk_no, e.chunk, sc.score
+            FROM scored AS sc JOIN autoembed.%4$I AS e ON e.chunk_id = sc.chunk_id
+            WHERE %5$s
             $q$,
-            v.ts_config, v.stats_table, v.postings_table, autoembed._pk_fragment(v, 'e.%1$I'),
+            autoembed._bm25_weights(v), v.postings_table, autoembed._pk_fragment(v, 'e.%1$I'),
             v.embeddings_table, autoembed._visible(v, 'e', 5)),
         chunks, 6)
         INTO results, candidates, found_rows

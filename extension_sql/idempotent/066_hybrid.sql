@@ -3,7 +3,13 @@
 -- same snapshot (all three functions are STABLE).
 --
 --   fusion => 'rrf'     reciprocal rank fusion: sum of weight / (rrf_k + rank)
---   fusion => 'convex'  weighted sum of scores min-max normalized per branch
+--   fusion => 'convex'  weighted sum of normalized scores; normalization:
+--       'minmax'        per branch, over its candidates, to 0..1
+--       'theoretical'   against what the query could score at best: BM25
+--                       divided by autoembed.bm25_max_score(), cosine
+--                       similarity as is (l2 and inner_product: minmax). A
+--                       branch that matches the query weakly then weighs
+--                       little, instead of being stretched to 0..1.
 --
 -- semantic_weight is the semantic branch's weight; BM25's is 1 - it.
 -- candidates: how many rows each branch contributes (at least k).
@@ -12,13 +18,15 @@ CREATE OR REPLACE FUNCTION autoembed.hybrid_search(
     name text, query text, query_embedding @extschema:vector@.vector, k int DEFAULT 10,
     filter jsonb DEFAULT NULL, fusion text DEFAULT 'rrf', rrf_k int DEFAULT 60,
     semantic_weight double precision DEFAULT 0.5, candidates int DEFAULT 100,
-    chunks boolean DEFAULT false)
+    chunks boolean DEFAULT false, normalization text DEFAULT 'minmax')
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;
+    theoretical boolean;
+    bm25_max double precision;
 BEGIN
     PERFORM autoembed._check_search_args(k, filter, chunks);
     IF query IS NULL OR query_embedding IS NULL THEN
@@ -41,10 +49,19 @@ BEGIN
         RAISE EXCEPTION 'autoembed: candidates must be between 1 and 10000, got %',
             coalesce(candidates::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF normalization IS NULL OR normalization NOT IN ('minmax', 'theoretical') THEN
+        RAISE EXCEPTION 'autoembed: normalization must be minmax or theoretical, got %',
+            coalesce(normalization, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF k = 0 THEN
         RETURN;
     END IF;
     n := greatest(candidates, k);
+    theoretical := fusion = 'convex' AND normalization = 'theoretical';
+    IF theoretical THEN
+        bm25_max := autoembed.bm25_max_score(name, query);
+        theoretical := (autoembed._vectorizer(name)).distance = 'cosine';
+    END IF;
     RETURN QUERY
     WITH sem AS (
         SELECT * FROM autoembed.search(name, query_embedding, n, filter, chunks)
@@ -57,7 +74,10 @@ BEGIN
         FROM sem AS s FULL JOIN lex AS l
           ON s.pk = l.pk AND (NOT chunks OR s.chunk_no = l.chunk_no)
     ), bounds AS (
-        SELECT min(s_score) AS s_min, max(s_score) AS s_max, min(l_score) AS l_min, max(l_score) AS l_max
+        SELECT CASE WHEN theoretical THEN 0 ELSE min(s_score) END AS s_min,
+               CASE WHEN theoretical THEN 1 ELSE max(s_score) END AS s_max,
+               CASE WHEN bm25_max > 0 THEN 0 ELSE min(l_score) END AS l_min,
+               CASE WHEN bm25_max > 0 THEN bm25_max ELSE max(l_score) END AS l_max
         FROM joined
     ), fused AS (
         SELECT j.pk, j.chunk_no, j.chunk,

@@ -6,10 +6,15 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from autoembed.settings import Settings
+
+if TYPE_CHECKING:
+    from autoembed.evaluation.runner import Method
 
 DB_HELP = "PostgreSQL URL (default: $AUTOEMBED_DATABASE_URL)"
 BROKER_HELP = "Celery broker URL (default: $AUTOEMBED_BROKER_URL or redis://localhost:6379/0)"
@@ -180,6 +185,111 @@ def search(db_url: str | None, k: int, name: str, query: str) -> None:
     for h in hits:
         snippet = " ".join(h.chunk.split())[:100]
         click.echo(f"{h.rank:>3}  {h.score:.3f}  {json.dumps(h.pk)}  {snippet}")
+
+
+def _methods(value: str, options: tuple[str, ...]) -> tuple[Method, ...]:
+    from autoembed.evaluation.runner import METHODS, Method
+
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise click.BadParameter(
+            f"give a comma-separated list of distinct methods among {', '.join(METHODS)}; "
+            f"got {value!r}",
+            param_hint="--methods",
+        )
+    hybrid: dict[str, str] = {}
+    for opt in options:
+        key, sep, val = opt.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"expected key=value, got {opt!r}", param_hint="--hybrid-option"
+            )
+        hybrid[key.strip()] = val
+    if hybrid and "hybrid" not in names:
+        raise click.BadParameter("hybrid is not among --methods", param_hint="--hybrid-option")
+    try:
+        return tuple(Method(m, hybrid if m == "hybrid" else {}) for m in names)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--hybrid-option") from e
+
+
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Judgments: qrels/SPLIT.tsv.")
+@click.option("--db", "db_url", help="PostgreSQL URL (default: an embedded PostgreSQL).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".autoembed/evaluate"),
+    show_default=True,
+    help="Where the embedded PostgreSQL keeps its data between runs (without --db).",
+)
+@click.option(
+    "--model",
+    default="sentence-transformers/all-MiniLM-L6-v2",
+    show_default=True,
+    help="The vectorizer's model (hash:<dims> for a quick check without a model).",
+)
+@click.option("--methods", default="bm25,semantic,hybrid", show_default=True)
+@click.option(
+    "--hybrid-option",
+    "hybrid_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A named argument for autoembed.hybrid_search, e.g. fusion=convex (repeatable).",
+)
+@click.option("--limit-queries", type=click.IntRange(min=1), default=None, help="Only the first N.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to save the results (default: benchmarks/results/quality_<dataset>_<split>.json).",
+)
+@click.option("--rebuild", is_flag=True, help="Reload and re-embed the corpus even if unchanged.")
+def evaluate(
+    dataset_dir: Path,
+    split: str,
+    db_url: str | None,
+    data_dir: Path,
+    model: str,
+    methods: str,
+    hybrid_options: tuple[str, ...],
+    limit_queries: int | None,
+    json_path: Path | None,
+    rebuild: bool,
+) -> None:
+    """Search quality on a BEIR-format collection in DATASET_DIR: nDCG@10,
+    Recall@100, MRR@10 and query latency for bm25, semantic and hybrid search.
+
+    Loads corpus.jsonl into table beir_<name>, lets the worker's pipeline embed
+    it (kept and reused by later runs while the corpus is unchanged), embeds
+    the queries once, runs each through the SQL search functions with k = 100,
+    prints a table and saves every ranking as JSON. Installs or upgrades
+    autoembed's schema first (idempotent).
+    """
+    import psycopg
+
+    from autoembed.evaluation import BeirFormatError, EvaluationError, Options
+    from autoembed.evaluation import evaluate as run_evaluation
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    options = Options(
+        dataset=dataset_dir,
+        split=split,
+        db_url=db_url,
+        data_dir=data_dir,
+        model=model,
+        methods=_methods(methods, hybrid_options),
+        limit_queries=limit_queries,
+        json_path=json_path,
+        rebuild=rebuild,
+    )
+    try:
+        run_evaluation(options, say=lambda msg: click.echo(msg))
+    except (BeirFormatError, EvaluationError, psycopg.Error) as e:
+        raise click.ClickException(str(e).strip()) from e
 
 
 @main.command()

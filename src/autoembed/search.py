@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 
 
@@ -28,6 +30,18 @@ def embed_query(
     conn: psycopg.Connection[Any], name: str, query: str, device: str | None = None
 ) -> Any:
     """The query's vector, from the vectorizer's active model version."""
+    return embed_queries(conn, name, [query], device)[0]
+
+
+def embed_queries(
+    conn: psycopg.Connection[Any],
+    name: str,
+    queries: list[str],
+    device: str | None = None,
+    batch_size: int = 64,
+) -> npt.NDArray[np.float32]:
+    """The queries' vectors (one row each, in order), from the vectorizer's
+    active model version, embedded ``batch_size`` at a time."""
     from autoembed.worker.embedders import load_embedder
 
     row = conn.execute(
@@ -44,7 +58,11 @@ def embed_query(
         raise ModelVersionMismatch(
             f"vectorizer {name!r} was embedded with {active_tag}, but this process loads {tag}"
         )
-    return embedder.embed([query])[0]
+    if not queries:
+        return np.zeros((0, embedder.dimensions), dtype=np.float32)
+    return np.concatenate(
+        [embedder.embed(queries[i : i + batch_size]) for i in range(0, len(queries), batch_size)]
+    )
 
 
 def search(conn: psycopg.Connection[Any], name: str, query: str, k: int = 10) -> list[Hit]:

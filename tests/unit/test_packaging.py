@@ -38,6 +38,8 @@ def test_wheel_contains_sql_migrations_and_worker(repo_root: Path, tmp_path: Pat
     assert "autoembed/migrations/script.py.mako" in names
     for mod in _sources(repo_root, "worker", "*.py"):
         assert f"autoembed/worker/{mod}" in names
+    for mod in _sources(repo_root, "src/autoembed/evaluation", "*.py"):
+        assert f"autoembed/evaluation/{mod}" in names
     assert "autoembed/examples/scifact_demo.jsonl" in names
     assert "autoembed/py.typed" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
