@@ -87,6 +87,10 @@ RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank 
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 SET hnsw.iterative_scan = 'relaxed_order'
+-- The planner underrates the cost of a distance computation and, for tables
+-- of some thousands of chunks, would compute one per chunk and sort rather
+-- than walk the HNSW index (54 ms instead of 10 ms at k = 100 on SciFact).
+SET enable_seqscan = off
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);

@@ -169,8 +169,12 @@ BEGIN
     END IF;
     EXECUTE autoembed._rank_hits(v, format($q$
             WITH %1$s, scored AS (
+                -- w * tf / (tf + k1 * (1 - b + b * dl / avgdl)), rearranged and summed
+                -- in term order so that chunks with equal inputs get bit-equal
+                -- scores (ties are then broken by key, not by rounding noise)
                 SELECT p.chunk_id,
-                       sum(w.w * p.tf / (p.tf + $3 * (1 - $4 + $4 * p.doc_len / coll.avgdl))) AS score
+                       sum(w.w / (1 + $3 * ((1 - $4) / p.tf + $4 * (p.doc_len::float8 / p.tf) / coll.avgdl))
+                           ORDER BY w.term) AS score
                 FROM weights AS w CROSS JOIN coll
                 JOIN autoembed.%2$I AS p ON p.model_version_id = $2 AND p.term = w.term
                 GROUP BY p.chunk_id

@@ -4,11 +4,19 @@ look inside its inbox, queue and embeddings tables, and snapshot the catalog."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
+
+from autoembed.db import connect
+from autoembed.embedded import EmbeddedPostgres
+from tests.conftest import TEMPLATE
 
 Conn = psycopg.Connection[Any]
 Key = tuple[Any, ...]
@@ -146,3 +154,93 @@ def make_docs(conn: Conn, n: int = 0) -> None:
 def add_docs(conn: Conn, first: int, last: int) -> None:
     """Insert docs rows first..last in one statement."""
     conn.execute(DOCS_ROWS, (first, last))
+
+
+@contextmanager
+def scratch_database(pg_server: EmbeddedPostgres, label: str) -> Iterator[str]:
+    """A database cloned from the template, for a module's shared fixtures;
+    dropped on exit."""
+    name = f"t{os.getpid()}_{label}_{uuid.uuid4().hex[:8]}"
+    with connect(pg_server.url) as c:
+        c.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(TEMPLATE)
+            )
+        )
+    try:
+        yield pg_server.url_for(name)
+    finally:
+        with connect(pg_server.url) as c:
+            c.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def make_texts(
+    conn: Conn,
+    texts: Sequence[str],
+    name: str = "docs",
+    *,
+    categories: Sequence[str | None] | None = None,
+    model: str = "hash:32",
+    **options: Any,
+) -> None:
+    """Table ``name`` (id int PRIMARY KEY, body text, category text) holding
+    ``texts`` as ids 1..n (with ``categories``), and a vectorizer of the same
+    name on body."""
+    table = sql.Identifier(name)
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, body text, category text)").format(table)
+    )
+    cats = list(categories) if categories is not None else [None] * len(texts)
+    assert len(cats) == len(texts)
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(table),
+            [(i, t, c) for i, (t, c) in enumerate(zip(texts, cats, strict=True), 1)],
+        )
+    create_vectorizer(conn, name, ["body"], model=model, **options)
+
+
+class Hit(NamedTuple):
+    """One result row of autoembed.search, bm25_search or hybrid_search."""
+
+    pk: dict[str, Any]
+    chunk_no: int
+    chunk: str
+    score: float
+    rank: int
+
+    @property
+    def id(self) -> Any:
+        return self.pk["id"]
+
+
+def call_search(conn: Conn, function: str, *args: Any, **named: Any) -> list[Hit]:
+    """``SELECT * FROM autoembed.<function>(args..., option => value, ...)``."""
+    params: list[sql.Composable] = [sql.Placeholder() for _ in args]
+    params += [sql.SQL("{} => {}").format(sql.Identifier(k), sql.Placeholder()) for k in named]
+    query = sql.SQL("SELECT pk, chunk_no, chunk, score, rank FROM autoembed.{}({})").format(
+        sql.Identifier(function), sql.SQL(", ").join(params)
+    )
+    return [Hit(*r) for r in conn.execute(query, [*args, *named.values()]).fetchall()]
+
+
+def ids(hits: Sequence[Hit]) -> list[Any]:
+    return [h.id for h in hits]
+
+
+def grant_tables(conn: Conn, role: str, name: str, tables: Sequence[str]) -> None:
+    """GRANT SELECT on some of vectorizer ``name``'s tables (``embeddings``,
+    ``postings``, ``stats``) to ``role``."""
+    columns = sql.SQL(", ").join(sql.Identifier(f"{t}_table") for t in tables)
+    row = conn.execute(
+        sql.SQL("SELECT {} FROM autoembed.vectorizer WHERE name = %s").format(columns), (name,)
+    ).fetchone()
+    assert row is not None, f"no vectorizer {name!r}"
+    for table in row:
+        conn.execute(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(
+                sql.Identifier("autoembed", table), sql.Identifier(role)
+            )
+        )

@@ -1,10 +1,10 @@
-"""autoembed.search(name, query_embedding, k): ordering, one row per source
-row, argument checks, every distance against a brute-force computation, and
-the caller's privileges and row-level security."""
+"""autoembed.search(name, query_embedding, k, filter, chunks): ordering, one
+row per source row (or per chunk), filters that exclude the nearest rows,
+argument checks, every distance against a brute-force computation, and the
+caller's privileges and row-level security."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +19,15 @@ from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres
 from autoembed.worker import queue
 from autoembed.worker.embedders import HashingEmbedder
-from tests.conftest import TEMPLATE, drain
-from tests.integration.helpers import chunks, create_vectorizer, vectorizer
+from tests.conftest import drain
+from tests.integration.helpers import (
+    call_search,
+    chunks,
+    ids,
+    make_texts,
+    scratch_database,
+    vectorizer,
+)
 
 Conn = psycopg.Connection[Any]
 DIMS = 32
@@ -33,14 +40,8 @@ def embed(text: str) -> npt.NDArray[np.float32]:
 
 
 def make_docs(conn: Conn, texts: list[str], name: str = "docs", **options: Any) -> None:
-    """Table ``name``(id, body) with ids 1..n, and a vectorizer of the same name."""
-    table = sql.Identifier(name)
-    conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, body text)").format(table))
-    with conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(table), list(enumerate(texts, 1))
-        )
-    create_vectorizer(conn, name, ["body"], model=f"hash:{DIMS}", **options)
+    """Table ``name``(id, body, category) with ids 1..n, and a vectorizer of the same name."""
+    make_texts(conn, texts, name, model=f"hash:{DIMS}", **options)
 
 
 def search(conn: Conn, query: Any, k: Any = 10, name: Any = "docs") -> list[tuple[Any, ...]]:
@@ -60,29 +61,28 @@ FRUIT = [
     "ripe bananas and yellow lemons",
 ]
 LONG_TEXT = " ".join(f"word{i}" for i in range(200))
+# Many rows near "apples and pears" and a few far from it: a filter for the
+# far ones excludes more rows than one HNSW scan visits (ef_search <= 1,000).
+FILTERED = [f"apples and pears number {i}" for i in range(1200)] + [
+    f"rivers and engines and apples {i}" for i in range(30)
+]
+FILTERED_CATEGORIES = ["near"] * 1200 + ["far"] * 30
 
 
 @pytest.fixture(scope="module")
 def shared_url(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
     """One database for the tests that only read (or add their own
-    vectorizer): 'docs' (FRUIT) and 'long_docs' embedded, 'later' not yet."""
-    name = f"t{os.getpid()}_search_{uuid.uuid4().hex[:8]}"
-    with connect(pg_server.url) as c:
-        c.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(TEMPLATE)
-            )
-        )
-    url = pg_server.url_for(name)
-    with connect(url) as c:
-        make_docs(c, FRUIT)
-        texts = [LONG_TEXT, "word5 word6 and something else", "unrelated"]
-        make_docs(c, texts, "long_docs", chunk_tokens=16, chunk_overlap=0)
-        drain(url)
-        make_docs(c, FRUIT, "later")
-    yield url
-    with connect(pg_server.url) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    vectorizer): 'docs' (FRUIT), 'long_docs' and 'filtered' embedded, 'later'
+    not yet."""
+    with scratch_database(pg_server, "search") as url:
+        with connect(url) as c:
+            make_docs(c, FRUIT)
+            texts = [LONG_TEXT, "word5 word6 and something else", "unrelated"]
+            make_docs(c, texts, "long_docs", chunk_tokens=16, chunk_overlap=0)
+            make_docs(c, FILTERED, "filtered", categories=FILTERED_CATEGORIES)
+            drain(url)
+            make_docs(c, FRUIT, "later")
+        yield url
 
 
 @pytest.fixture
@@ -194,12 +194,19 @@ def _store_random_vectors(
 
 
 def _brute_force(
-    conn: Conn, name: str, distance: str, q: npt.NDArray[np.float64], k: int
+    conn: Conn,
+    name: str,
+    distance: str,
+    q: npt.NDArray[np.float64],
+    k: int,
+    *,
+    per_chunk: bool = False,
 ) -> list[tuple[int, int, float]]:
-    """(id, best chunk_no, score) of the k best rows, computed in numpy."""
+    """(id, best chunk_no, score) of the k best rows (or (id, chunk_no, score)
+    of the k best chunks), computed in numpy."""
     table = vectorizer(conn, name).embeddings
     rows = conn.execute(sql.SQL("SELECT id, chunk_no, embedding FROM {}").format(table)).fetchall()
-    best: dict[int, tuple[float, int]] = {}
+    best: dict[Any, tuple[float, int]] = {}
     for doc_id, chunk_no, emb in rows:
         e = np.asarray(emb.to_numpy(), dtype=np.float64)
         if distance == "cosine":
@@ -208,10 +215,11 @@ def _brute_force(
             score = -float(np.linalg.norm(e - q))
         else:
             score = float(e @ q)
-        if doc_id not in best or (score, -chunk_no) > (best[doc_id][0], -best[doc_id][1]):
-            best[doc_id] = (score, chunk_no)
+        key = (doc_id, chunk_no) if per_chunk else doc_id
+        if key not in best or (score, -chunk_no) > (best[key][0], -best[key][1]):
+            best[key] = (score, chunk_no)
     ordered = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
-    return [(doc_id, chunk_no, score) for doc_id, (score, chunk_no) in ordered]
+    return [(key[0] if per_chunk else key, n, score) for key, (score, n) in ordered]
 
 
 @pytest.mark.parametrize("index", ["hnsw", "none"])
@@ -246,19 +254,63 @@ def test_the_distances_really_differ(shared: Conn, shared_url: str) -> None:
     assert len(orders) == 3
 
 
+# ------------------------------------------------- filter and chunks
+
+
+FAR = '{"category": "far"}'
+
+
+def test_a_filter_that_excludes_the_nearest_rows_still_fills_k(shared: Conn) -> None:
+    """pgvector's iterative index scan looks past the 1,200 nearest rows the
+    filter excludes (more than one HNSW scan's ef_search of at most 1,000)."""
+    # The plan of a table too big to sort whole: walk the HNSW index (on
+    # 1,230 rows the planner would rather sort them all).
+    shared.execute("SET enable_sort = off")
+    q = embed("apples and pears")
+    assert max(ids(call_search(shared, "search", "filtered", q, 100))) <= 1200
+    every = _brute_force(shared, "filtered", "cosine", q.astype(np.float64), len(FILTERED))
+    far = [r for r in every if r[0] > 1200]
+
+    hits = call_search(shared, "search", "filtered", q, 10, filter=FAR)
+
+    assert len(hits) == 10
+    assert set(ids(hits)) <= {i for i, _, _ in far}
+    assert len(set(ids(hits)) & {i for i, _, _ in far[:10]}) >= 8  # HNSW is approximate
+    best = {i: s for i, _, s in far}
+    assert [h.score for h in hits] == pytest.approx([best[i] for i in ids(hits)], abs=1e-5)
+    assert [h.rank for h in hits] == list(range(1, 11))
+
+
+def test_a_filter_matching_fewer_than_k_rows_returns_them_all(shared: Conn) -> None:
+    hits = call_search(shared, "search", "filtered", embed("apples and pears"), 100, filter=FAR)
+
+    assert sorted(ids(hits)) == list(range(1201, 1231))
+
+
+def test_chunks_true_returns_the_nearest_chunks_several_of_one_row(shared: Conn) -> None:
+    target = chunks(shared, "long_docs")[(1,)][3]
+    q = embed(target.chunk)
+
+    hits = call_search(shared, "search", "long_docs", q, 5, chunks=True)
+
+    expected = _brute_force(shared, "long_docs", "cosine", q.astype(np.float64), 5, per_chunk=True)
+    assert [(h.id, h.chunk_no) for h in hits] == [(i, n) for i, n, _ in expected]
+    assert ids(hits).count(1) >= 2
+    assert (hits[0].chunk_no, hits[0].chunk) == (target.chunk_no, target.chunk)
+    assert [h.score for h in hits] == pytest.approx([s for _, _, s in expected], abs=1e-5)
+
+
+def test_a_filter_applies_per_chunk_too(shared: Conn) -> None:
+    target = chunks(shared, "long_docs")[(1,)][3]
+
+    hits = call_search(
+        shared, "search", "long_docs", embed(target.chunk), 5, chunks=True, filter='{"id": 2}'
+    )
+
+    assert ids(hits) == [2] * len(chunks(shared, "long_docs")[(2,)])
+
+
 # ------------------------------------------------------ who sees what
-
-
-@pytest.fixture
-def searcher(conn: Conn) -> Iterator[str]:
-    """A role that may use autoembed's search and read the embeddings, but
-    has no privilege on the source table unless a test grants it."""
-    role = f"searcher_{uuid.uuid4().hex[:12]}"
-    conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
-    yield role
-    conn.execute("RESET ROLE")
-    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def _grant_search(conn: Conn, role: str) -> None:
