@@ -69,7 +69,8 @@ BEGIN
 END
 $$;
 
--- Set k1 and b of a vectorizer (defaults 0.9 and 0.4). Takes effect at once:
+-- Set k1 and b of a vectorizer (defaults 1.2 and 0.5, tuned on SciFact's train
+-- split; Anserini uses 0.9 and 0.4, Lucene 1.2 and 0.75). Takes effect at once:
 -- statistics do not depend on them.
 CREATE OR REPLACE FUNCTION autoembed.set_bm25(name text, k1 float8, b float8)
 RETURNS void

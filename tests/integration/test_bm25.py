@@ -45,7 +45,7 @@ LEXEMES: dict[int, list[str]] = {
 
 
 def lucene_bm25(
-    docs: Lexemes, query: list[str], k1: float = 0.9, b: float = 0.4
+    docs: Lexemes, query: list[str], k1: float = 1.2, b: float = 0.5
 ) -> dict[int, float]:
     """Score of every matching document: the sum over query lexemes t (a
     repeated one once per occurrence) of idf(t) * tf / (tf + k1 * (1 - b + b *
@@ -137,7 +137,7 @@ def test_scores_are_lucene_bm25_computed_by_hand(shared: Conn) -> None:
     # By hand: N = 3, avgdl = 8/3; 'rain' is in row 3 only (df 1, tf 1, dl 2).
     idf = math.log(1 + (3 - 1 + 0.5) / (1 + 0.5))
     assert scores(shared, "rain") == pytest.approx(
-        {3: idf * 1 / (1 + 0.9 * (1 - 0.4 + 0.4 * 2 / (8 / 3)))}, rel=1e-12
+        {3: idf * 1 / (1 + 1.2 * (1 - 0.5 + 0.5 * 2 / (8 / 3)))}, rel=1e-12
     )
 
 
@@ -329,7 +329,7 @@ def test_set_bm25_refuses_a_bad_k1_or_b(
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         shared.execute("SELECT autoembed.set_bm25('docs', %s, %s)", (k1, b))
     row = shared.execute("SELECT bm25_k1, bm25_b FROM autoembed.vectorizer WHERE name = 'docs'")
-    assert row.fetchone() == (0.9, 0.4)
+    assert row.fetchone() == (1.2, 0.5)  # the defaults, unchanged
 
 
 @pytest.mark.parametrize(("k1", "b", "message"), BAD_K1_B)

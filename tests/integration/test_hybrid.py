@@ -148,7 +148,14 @@ def test_rrf_is_the_weighted_sum_of_reciprocal_ranks(
     sem, lex = branches(shared, name, candidates=15, chunks=chunks)
 
     hits = hybrid(
-        shared, k=12, name=name, rrf_k=rrf_k, semantic_weight=weight, candidates=15, chunks=chunks
+        shared,
+        k=12,
+        name=name,
+        fusion="rrf",
+        rrf_k=rrf_k,
+        semantic_weight=weight,
+        candidates=15,
+        chunks=chunks,
     )
 
     assert_fused(hits, top(rrf(sem, lex, rrf_k, weight, chunks), 12), chunks)
@@ -167,12 +174,44 @@ def test_convex_is_the_weighted_sum_of_min_max_normalized_scores(
         k=12,
         name=name,
         fusion="convex",
+        normalization="minmax",
         semantic_weight=weight,
         candidates=15,
         chunks=chunks,
     )
 
     assert_fused(hits, top(convex(sem, lex, weight, chunks), 12), chunks)
+
+
+def spread(
+    sem: list[Hit], lex: list[Hit], weight: float, chunks: bool, bm25_top: float
+) -> dict[Key, float]:
+    """sum over branches of weight * (score - weakest) / (attainable - weakest):
+    attainable is 1 for cosine and bm25_max_score for BM25; 0 when no room."""
+    fused: dict[Key, float] = {}
+    for hits, w, high in ((sem, weight, 1.0), (lex, 1 - weight, bm25_top)):
+        low = min(h.score for h in hits)
+        for h in hits:
+            part = (h.score - low) / (high - low) if high > low else 0.0
+            fused[key(h, chunks)] = fused.get(key(h, chunks), 0.0) + w * part
+    return fused
+
+
+@pytest.mark.parametrize("chunks", [False, True], ids=["rows", "chunks"])
+@pytest.mark.parametrize("weight", [0.5, 0.8])
+def test_the_default_fusion_is_convex_over_each_branchs_spread(
+    shared: Conn, weight: float, chunks: bool
+) -> None:
+    name = "long" if chunks else "docs"
+    sem, lex = branches(shared, name, candidates=15, chunks=chunks)
+    row = shared.execute("SELECT autoembed.bm25_max_score(%s, %s)", (name, TEXT)).fetchone()
+    assert row is not None
+    bm25_top = float(row[0])
+    assert bm25_top > max(h.score for h in lex)  # no chunk reaches the ceiling
+
+    hits = hybrid(shared, k=12, name=name, semantic_weight=weight, candidates=15, chunks=chunks)
+
+    assert_fused(hits, top(spread(sem, lex, weight, chunks, bm25_top), 12), chunks)
 
 
 @pytest.mark.parametrize("fusion", ["rrf", "convex"])
@@ -197,7 +236,7 @@ def test_a_row_found_by_one_branch_only_still_appears(conn: Conn, db_url: str) -
     assert ids(sem) == [1, 2]
     assert ids(lex) == [3]
 
-    hits = hybrid(conn, "apples", vector, k=2, candidates=2)
+    hits = hybrid(conn, "apples", vector, k=2, candidates=2, fusion="rrf")
 
     assert_fused(hits, [(1, 0.5 / 61), (3, 0.5 / 61)], False)  # a tie, ranked by key
     assert [h.chunk for h in hits] == ["the of and", "apples and pears"]
@@ -222,7 +261,7 @@ def test_the_filter_applies_to_both_branches(shared: Conn) -> None:
     assert sem[0].id % 2 == 0 or lex[0].id % 2 == 0  # a branch's best row is filtered out
     f_sem, f_lex = branches(shared, filter=odd)
 
-    hits = hybrid(shared, k=20, filter=odd)
+    hits = hybrid(shared, k=20, filter=odd, fusion="rrf")
 
     assert all(i % 2 == 1 for i in ids(hits))
     assert_fused(hits, top(rrf(f_sem, f_lex, 60, 0.5, False), 20), False)
@@ -231,7 +270,7 @@ def test_the_filter_applies_to_both_branches(shared: Conn) -> None:
 def test_k_may_exceed_candidates(shared: Conn) -> None:
     sem, lex = branches(shared, candidates=25)
 
-    hits = hybrid(shared, k=25, candidates=3)
+    hits = hybrid(shared, k=25, candidates=3, fusion="rrf")
 
     assert len(hits) == 25
     assert_fused(hits, top(rrf(sem, lex, 60, 0.5, False), 25), False)
@@ -277,6 +316,8 @@ V = psycopg.errors.InvalidParameterValue
         ({"fusion": "max"}, V, "fusion must be rrf or convex, got max"),
         ({"fusion": None}, V, "fusion must be rrf or convex, got NULL"),
         ({"rrf_k": -1}, V, "rrf_k must be at least 0, got -1"),
+        ({"normalization": "zscore"}, V, "normalization must be spread or minmax, got zscore"),
+        ({"normalization": None}, V, "normalization must be spread or minmax, got NULL"),
         ({"rrf_k": None}, V, "rrf_k must be at least 0, got NULL"),
         ({"semantic_weight": -0.1}, V, "semantic_weight must be between 0 and 1, got -0.1"),
         ({"semantic_weight": 1.5}, V, "semantic_weight must be between 0 and 1, got 1.5"),
