@@ -5,12 +5,15 @@ and the other AUTOEMBED_* settings). Messages only say "vectorizer N has
 work"; Postgres holds the work itself, so a lost, duplicated or late message
 delays work but never loses or corrupts it. Each worker also runs the
 dispatcher (LISTEN/NOTIFY → tasks, plus a periodic sweep) unless
-AUTOEMBED_DISPATCHER=0; only one dispatcher is active per database.
+AUTOEMBED_DISPATCHER=0; only one dispatcher is active per database. And each
+starts the query service, which embeds text queries for SQL
+(autoembed.search(name, 'text')), unless AUTOEMBED_QUERY_SERVICE=0.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 from typing import Any
 
@@ -63,4 +66,31 @@ class DispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self._thread.join(timeout=5)
 
 
+class QueryServiceStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs the query service (text queries from SQL, worker/query_service.py)
+    as a child process: it loads models, and torch in this process would hang
+    the pool processes forked after it."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self.enabled = settings.query_service and bool(settings.database_url)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, worker: Any) -> None:
+        from autoembed.worker.query_service import start_process
+
+        self._proc = start_process()
+
+    def stop(self, worker: Any) -> None:
+        from autoembed.worker.query_service import stop_process
+
+        stop_process(self._proc)
+        self._proc = None
+
+    def terminate(self, worker: Any) -> None:
+        self.stop(worker)
+
+
 app.steps["worker"].add(DispatcherStep)
+app.steps["worker"].add(QueryServiceStep)

@@ -123,7 +123,9 @@ BEGIN
         USING batch_size, claim_token, lease;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
-        UPDATE autoembed.vectorizer AS x SET last_claim_at = now() WHERE x.id = v.id;
+        -- work is flowing again: a vectorizer-level error no longer applies
+        UPDATE autoembed.vectorizer AS x SET last_claim_at = now(), last_error = NULL, last_error_at = NULL
+        WHERE x.id = v.id;
     END IF;
 END
 $$;
@@ -194,6 +196,10 @@ BEGIN
         RAISE EXCEPTION 'autoembed: chunk arrays must have equal lengths' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM autoembed._check_version(v, version_id);
+    -- Hold the vectorizer's BM25 settings still while writing postings with
+    -- impacts computed from them (autoembed._reimpact changes them under an
+    -- exclusive lock on the same row, and only then touches postings).
+    SELECT * INTO v FROM autoembed.vectorizer AS x WHERE x.id = v.id FOR SHARE;
     -- Changes still in the inbox must bump their queue rows first, so a row
     -- changed after its claim is requeued rather than marked done.
     PERFORM autoembed._merge_inbox(v);
@@ -251,8 +257,6 @@ BEGIN
         'FROM jsonb_to_recordset($1) AS k(%s) WHERE %s AND q.claim_token = $2',
         v.queue_table, coldefs, autoembed._pk_join(v, 'q', 'k'))
         USING mine, claim_token;
-    UPDATE autoembed.vectorizer AS x SET last_write_at = now(), last_error = NULL, last_error_at = NULL
-    WHERE x.id = v.id;
 END
 $$;
 

@@ -44,7 +44,8 @@ $$;
 
 -- Insert the chunks of a completed claim for the rows in `keys` (a JSON array
 -- of key objects); chunk_item indexes into `items`. Each chunk's lexemes
--- (its text search configuration's to_tsvector) become its BM25 postings.
+-- (its text search configuration's to_tsvector) become its BM25 postings,
+-- with impacts for v's k1, b and bm25_ref_avgdl (the caller holds them still).
 CREATE OR REPLACE FUNCTION autoembed._insert_chunks(
     v autoembed.vectorizer, version_id int, keys jsonb, items jsonb,
     chunk_item int[], chunk_no int[], chunk text[], embedding @extschema:vector@.vector[])
@@ -70,9 +71,11 @@ BEGIN
             FROM incoming AS i
             RETURNING chunk_id, model_version_id, lexemes, doc_len
         ), postings AS (
-            INSERT INTO autoembed.%9$I (model_version_id, term, chunk_id, tf, doc_len)
-            SELECT n.model_version_id, l.lexeme, n.chunk_id, cardinality(l.positions), n.doc_len
-            FROM new AS n CROSS JOIN LATERAL unnest(n.lexemes) AS l
+            INSERT INTO autoembed.%9$I (model_version_id, term, chunk_id, tf, doc_len, impact)
+            SELECT p.model_version_id, p.term, p.chunk_id, p.tf, p.doc_len, %11$s
+            FROM (SELECT n.model_version_id, l.lexeme AS term, n.chunk_id,
+                         cardinality(l.positions) AS tf, n.doc_len
+                  FROM new AS n CROSS JOIN LATERAL unnest(n.lexemes) AS l) AS p
         ), terms AS (
             INSERT INTO autoembed.%10$I (model_version_id, term, docs, length)
             SELECT n.model_version_id, l.lexeme, count(*), 0
@@ -91,7 +94,9 @@ BEGIN
         autoembed._pk_fragment(v, '%1$I'),               -- 7
         autoembed._pk_fragment(v, 'i.%1$I'),             -- 8
         v.postings_table,                                -- 9
-        v.stats_table)                                   -- 10
-        USING keys, version_id, chunk_item, chunk_no, chunk, embedding, items;
+        v.stats_table,                                   -- 10
+        autoembed._impact_expr(8, 9, 10))                -- 11
+        USING keys, version_id, chunk_item, chunk_no, chunk, embedding, items,
+              v.bm25_k1, v.bm25_b, v.bm25_ref_avgdl;
 END
 $$;

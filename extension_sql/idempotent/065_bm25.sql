@@ -15,7 +15,10 @@
 -- ts_rank and ts_rank_cd are not BM25; autoembed does not use them.
 
 -- Per vectorizer: postings (one row per chunk and lexeme) and statistics
--- deltas (term '' holds the chunk count and total length).
+-- deltas (term '' holds the chunk count and total length). Each posting also
+-- carries its impact, tf / (tf + k1 * (1 - b + b * dl / A)) for the
+-- vectorizer's k1, b and a reference average length A (bm25_ref_avgdl), and is
+-- indexed by it, so a query can read each term's best postings first.
 CREATE OR REPLACE FUNCTION autoembed._create_bm25_tables(v autoembed.vectorizer)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -24,9 +27,12 @@ AS $$
 BEGIN
     EXECUTE format(
         'CREATE TABLE autoembed.%I (model_version_id int NOT NULL, term text NOT NULL, '
-        'chunk_id bigint NOT NULL, tf int NOT NULL, doc_len int NOT NULL)',
+        'chunk_id bigint NOT NULL, tf int NOT NULL, doc_len int NOT NULL, impact float4 NOT NULL)',
         v.postings_table);
-    EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term) INCLUDE (chunk_id, tf, doc_len)',
+    EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term, impact DESC) '
+                   'INCLUDE (chunk_id, tf, doc_len)',
+        autoembed._derived_name(v.name, '_postings_impact'), v.postings_table);
+    EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term, chunk_id) INCLUDE (tf, doc_len)',
         autoembed._derived_name(v.name, '_postings_term'), v.postings_table);
     EXECUTE format('CREATE INDEX %I ON autoembed.%I (chunk_id)',
         autoembed._derived_name(v.name, '_postings_chunk'), v.postings_table);
@@ -37,6 +43,98 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term)',
         autoembed._derived_name(v.name, '_stats_term'), v.stats_table);
     EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I FROM PUBLIC', v.postings_table, v.stats_table);
+END
+$$;
+
+-- SQL text: the impact of posting p for k1, b and reference average length
+-- given as parameter numbers.
+CREATE OR REPLACE FUNCTION autoembed._impact_expr(k1_param int, b_param int, ref_param int)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('(p.tf / (p.tf + $%1$s * (1 - $%2$s + $%2$s * p.doc_len / $%3$s)))::float4',
+                  k1_param, b_param, ref_param)
+$$;
+
+-- The average chunk length now, for a vectorizer's active model version.
+CREATE OR REPLACE FUNCTION autoembed._avgdl(v autoembed.vectorizer)
+RETURNS float8
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    avgdl float8;
+BEGIN
+    EXECUTE format($q$SELECT sum(length)::float8 / nullif(sum(docs), 0) FROM autoembed.%I
+                      WHERE model_version_id = $1 AND term = ''$q$, v.stats_table)
+        INTO avgdl USING v.active_version_id;
+    RETURN avgdl;
+END
+$$;
+
+-- Recompute every posting's impact for the vectorizer's current k1, b and the
+-- average length now (after set_bm25, or when the collection's average length
+-- has drifted far from the one the impacts assume). Rewrites the postings.
+CREATE OR REPLACE FUNCTION autoembed._reimpact(v autoembed.vectorizer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    avgdl float8;
+BEGIN
+    -- The vectorizer row first: completions hold it FOR SHARE while they
+    -- write postings with the old settings, so they finish before this starts.
+    SELECT * INTO v FROM autoembed.vectorizer AS x WHERE x.id = v.id FOR UPDATE;
+    avgdl := greatest(coalesce(autoembed._avgdl(v), v.bm25_ref_avgdl, 100), 1);
+    EXECUTE format('UPDATE autoembed.%I AS p SET impact = %s',
+                   v.postings_table, autoembed._impact_expr(1, 2, 3))
+        USING v.bm25_k1, v.bm25_b, avgdl;
+    UPDATE autoembed.vectorizer AS x SET bm25_ref_avgdl = avgdl WHERE x.id = v.id;
+END
+$$;
+
+-- Searches stay exact whatever average length the impacts assume (their
+-- bounds scale by avgdl / assumed), but they are fastest while it is close.
+-- compact_stats() calls this: when the average length has drifted beyond
+-- -25% / +30% it re-impacts, but only a table of up to a million postings,
+-- and only if nothing it must lock is busy (it never makes writers wait);
+-- autoembed.refresh_bm25_impacts() does it unconditionally.
+CREATE OR REPLACE FUNCTION autoembed._reimpact_if_drifted(v autoembed.vectorizer)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    avgdl float8 := autoembed._avgdl(v);
+    old_timeout text := current_setting('lock_timeout');
+BEGIN
+    IF avgdl IS NULL OR avgdl BETWEEN v.bm25_ref_avgdl * 0.75 AND v.bm25_ref_avgdl * 1.3
+       OR (SELECT c.reltuples FROM pg_class AS c
+           WHERE c.oid = format('autoembed.%I', v.postings_table)::regclass) > 1e6 THEN
+        RETURN false;
+    END IF;
+    BEGIN
+        PERFORM set_config('lock_timeout', '50ms', true);
+        PERFORM autoembed._reimpact(v);
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN false;  -- busy: try again at the next compaction
+    END;
+    PERFORM set_config('lock_timeout', old_timeout, true);
+    RETURN true;
+END
+$$;
+
+-- Recompute a vectorizer's BM25 impacts for the average chunk length now;
+-- searches are exact either way, fastest right after. Rewrites the postings.
+CREATE OR REPLACE FUNCTION autoembed.refresh_bm25_impacts(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM autoembed._reimpact(autoembed._vectorizer(name));
 END
 $$;
 
@@ -65,13 +163,14 @@ BEGIN
             RETURNING 1)
         SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM folded)
         $q$, v.stats_table) INTO before, after;
+    PERFORM autoembed._reimpact_if_drifted(v);
     RETURN before - after;
 END
 $$;
 
 -- Set k1 and b of a vectorizer (defaults 1.2 and 0.5, tuned on SciFact's train
--- split; Anserini uses 0.9 and 0.4, Lucene 1.2 and 0.75). Takes effect at once:
--- statistics do not depend on them.
+-- split; Anserini uses 0.9 and 0.4, Lucene 1.2 and 0.75). Takes effect at once;
+-- rewrites the postings' impacts (about a minute per 10 million postings).
 CREATE OR REPLACE FUNCTION autoembed.set_bm25(name text, k1 float8, b float8)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -81,7 +180,9 @@ DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
 BEGIN
     PERFORM autoembed._check_bm25(k1, b);
-    UPDATE autoembed.vectorizer AS x SET bm25_k1 = k1, bm25_b = b WHERE x.id = v.id;
+    UPDATE autoembed.vectorizer AS x SET bm25_k1 = k1, bm25_b = b WHERE x.id = v.id
+    RETURNING * INTO v;
+    PERFORM autoembed._reimpact(v);
 END
 $$;
 
@@ -148,7 +249,96 @@ BEGIN
 END
 $$;
 
+-- SQL text: the exact top K chunks for a query, by MaxScore. Parameters: $1
+-- query, $2 model version, $3 k1, $4 b, $5 M (best postings read per term to
+-- estimate the threshold), $6 K, $7 the average length the impacts assume.
+--
+--   u(t)   = w(t) * (t's highest impact) * max(1, avgdl / assumed avgdl):
+--            no chunk gets more than u(t) from term t (impacts were computed
+--            with the assumed average length; the scale covers its change);
+--   theta  = the K-th best exact score among the most promising chunks of
+--            each term's M best postings: the true K-th best is at least theta;
+--   non-essential terms: the longest run of lowest u whose sum stays below
+--            theta; a chunk holding no other term cannot reach theta.
+-- So only chunks holding an essential term (the rarer terms: short posting
+-- lists) are candidates, and of those only the ones whose essential part plus
+-- the non-essential bounds reaches theta get their non-essential postings
+-- looked up. The K best exact scores among them (and any tied with the K-th)
+-- are the true top K. Scores are summed in term order with the same
+-- expression as a naive full scan, so they are bit-equal to it.
+CREATE OR REPLACE FUNCTION autoembed._bm25_top(v autoembed.vectorizer)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        WITH %1$s,
+        bounds AS (
+            SELECT w.term, w.w,
+                   w.w * greatest(1, coll.avgdl / $7) * (1 + 1e-6) * (
+                       SELECT p.impact FROM autoembed.%2$I AS p
+                       WHERE p.model_version_id = $2 AND p.term = w.term
+                       ORDER BY p.impact DESC LIMIT 1) AS u   -- float4 impacts: allow for rounding
+            FROM weights AS w CROSS JOIN coll
+        ), sample AS (
+            SELECT l.chunk_id, sum(w.w * l.impact) AS promise
+            FROM weights AS w
+            CROSS JOIN LATERAL (
+                SELECT p.chunk_id, p.impact FROM autoembed.%2$I AS p
+                WHERE p.model_version_id = $2 AND p.term = w.term
+                ORDER BY p.impact DESC LIMIT $5) AS l
+            GROUP BY l.chunk_id
+            ORDER BY promise DESC, l.chunk_id
+            LIMIT 2 * $6
+        ), sample_exact AS (
+            SELECT sm.chunk_id,
+                   sum(%3$s ORDER BY w.term) AS score
+            FROM sample AS sm CROSS JOIN weights AS w CROSS JOIN coll
+            JOIN autoembed.%2$I AS p
+              ON p.model_version_id = $2 AND p.term = w.term AND p.chunk_id = sm.chunk_id
+            GROUP BY sm.chunk_id
+        ), theta AS (
+            SELECT coalesce((SELECT x.score FROM sample_exact AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1), 0)
+                   AS theta
+        ), split AS (
+            SELECT b.term, b.u,
+                   sum(b.u) OVER (ORDER BY b.u, b.term ROWS UNBOUNDED PRECEDING) < theta.theta AS minor
+            FROM bounds AS b CROSS JOIN theta
+        ), major_parts AS (
+            SELECT p.chunk_id, w.term, %3$s AS c
+            FROM split AS s JOIN weights AS w ON w.term = s.term CROSS JOIN coll
+            JOIN autoembed.%2$I AS p ON p.model_version_id = $2 AND p.term = s.term
+            WHERE NOT s.minor
+        ), survivors AS (
+            SELECT mp.chunk_id FROM major_parts AS mp
+            GROUP BY mp.chunk_id
+            HAVING sum(mp.c) + (SELECT coalesce(sum(s.u), 0) FROM split AS s WHERE s.minor)
+                   >= (SELECT theta FROM theta)
+        ), parts AS (
+            SELECT mp.chunk_id, mp.term, mp.c FROM major_parts AS mp JOIN survivors USING (chunk_id)
+            UNION ALL
+            SELECT sv.chunk_id, w.term, %3$s
+            FROM survivors AS sv CROSS JOIN split AS s JOIN weights AS w ON w.term = s.term CROSS JOIN coll
+            JOIN autoembed.%2$I AS p
+              ON p.model_version_id = $2 AND p.term = s.term AND p.chunk_id = sv.chunk_id
+            WHERE s.minor
+        ), exact AS (
+            SELECT chunk_id, sum(c ORDER BY term) AS score FROM parts GROUP BY chunk_id
+        )
+        -- the K best, and any tied with the K-th (the caller breaks ties by key)
+        SELECT coalesce(jsonb_agg(jsonb_build_array(e.chunk_id, e.score)), '[]')
+        FROM exact AS e
+        WHERE e.score >= coalesce(
+            (SELECT x.score FROM exact AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1), 0)
+        $q$,
+        autoembed._bm25_weights(v), v.postings_table,
+        'w.w / (1 + $3 * ((1 - $4) / p.tf + $4 * (p.doc_len::float8 / p.tf) / coll.avgdl))')
+$$;
+
 -- The k source rows whose best chunk scores highest for query under BM25.
+-- Exact: equal, score for score, to summing over every posting of the query's
+-- lexemes; fast: it reads each term's best postings first and widens only
+-- until no unread chunk could still enter the top.
 CREATE OR REPLACE FUNCTION autoembed.bm25_search(
     name text, query text, k int DEFAULT 10, filter jsonb DEFAULT NULL, chunks boolean DEFAULT false)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
@@ -157,6 +347,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
+    top_sql text;
+    want int;            -- chunks to rank exactly
+    top jsonb;
     results jsonb;
     candidates bigint;
     found_rows bigint;
@@ -168,27 +361,26 @@ BEGIN
     IF k = 0 OR v.active_version_id IS NULL THEN
         RETURN;
     END IF;
-    EXECUTE autoembed._rank_hits(v, format($q$
-            WITH %1$s, scored AS (
-                -- w * tf / (tf + k1 * (1 - b + b * dl / avgdl)), rearranged and summed
-                -- in term order so that chunks with equal inputs get bit-equal
-                -- scores (ties are then broken by key, not by rounding noise)
-                SELECT p.chunk_id,
-                       sum(w.w / (1 + $3 * ((1 - $4) / p.tf + $4 * (p.doc_len::float8 / p.tf) / coll.avgdl))
-                           ORDER BY w.term) AS score
-                FROM weights AS w CROSS JOIN coll
-                JOIN autoembed.%2$I AS p ON p.model_version_id = $2 AND p.term = w.term
-                GROUP BY p.chunk_id
-            )
-            SELECT %3$s, e.chunk_no, e.chunk, sc.score
-            FROM scored AS sc JOIN autoembed.%4$I AS e ON e.chunk_id = sc.chunk_id
-            WHERE %5$s
-            $q$,
-            autoembed._bm25_weights(v), v.postings_table, autoembed._pk_fragment(v, 'e.%1$I'),
-            v.embeddings_table, autoembed._visible(v, 'e', 5)),
-        chunks, 6)
-        INTO results, candidates, found_rows
-        USING query, v.active_version_id, v.bm25_k1, v.bm25_b, filter, k;
+    top_sql := autoembed._bm25_top(v);
+    want := CASE WHEN chunks THEN k ELSE 2 * k + 8 END;
+    LOOP
+        EXECUTE top_sql INTO top
+            USING query, v.active_version_id, v.bm25_k1, v.bm25_b, 30, want, v.bm25_ref_avgdl;
+        -- their rows, best chunk per row, those the caller may see
+        EXECUTE autoembed._rank_hits(v, format($q$
+                SELECT %1$s, e.chunk_no, e.chunk, (t.hit ->> 1)::float8 AS score
+                FROM jsonb_array_elements($1) AS t(hit)
+                JOIN autoembed.%2$I AS e ON e.chunk_id = (t.hit ->> 0)::bigint
+                WHERE %3$s
+                $q$, autoembed._pk_fragment(v, 'e.%1$I'), v.embeddings_table,
+                autoembed._visible(v, 'e', 2)),
+            chunks, 3)
+            INTO results, candidates, found_rows
+            USING top, filter, k;
+        -- enough rows, or every matching chunk is in hand
+        EXIT WHEN found_rows >= k OR jsonb_array_length(top) < want;
+        want := want * 4;
+    END LOOP;
     RETURN QUERY SELECT * FROM autoembed._unpack_hits(results);
 END
 $$;

@@ -69,7 +69,7 @@ BEGIN
         in_flight := qc.in_flight;
         failed := qc.failed;
         lag := CASE WHEN qc.oldest IS NULL THEN interval '0' ELSE now() - qc.oldest END;
-        last_activity := greatest(v.last_claim_at, v.last_write_at);
+        last_activity := v.last_claim_at;
         paused := v.paused;
         error := v.last_error;
         RETURN NEXT;

@@ -41,6 +41,7 @@ CREATE TABLE autoembed.vectorizer (
     ts_config          text     NOT NULL,
     bm25_k1            float8   NOT NULL CHECK (bm25_k1 >= 0),
     bm25_b             float8   NOT NULL CHECK (bm25_b BETWEEN 0 AND 1),
+    bm25_ref_avgdl     float8   NOT NULL DEFAULT 100 CHECK (bm25_ref_avgdl > 0),  -- avgdl the impacts assume
     distance           text     NOT NULL CHECK (distance IN ('cosine', 'l2', 'inner_product')),
     index_method       text     NOT NULL CHECK (index_method IN ('hnsw', 'none')),
     max_attempts       int      NOT NULL CHECK (max_attempts > 0),
@@ -56,7 +57,33 @@ CREATE TABLE autoembed.vectorizer (
     last_error         text,
     last_error_at      timestamptz,
     last_claim_at      timestamptz,
-    last_write_at      timestamptz,
     drains_started     bigint   NOT NULL DEFAULT 0,   -- drain tasks started by a dispatcher's signal
     created_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- Text queries from SQL (see extension_sql/idempotent/067_query_embedding.sql).
+-- Recent query embeddings, per model version: a query is embedded by exactly
+-- the model version of the stored vectors. The text is kept and compared on
+-- lookup, so a digest collision can never return another query's vector.
+-- Written only by workers, read only through SECURITY DEFINER functions that
+-- need the exact text: no role can list other users' queries.
+CREATE TABLE autoembed.query_cache (
+    model_version_id  int   NOT NULL REFERENCES autoembed.model_version (id) ON DELETE CASCADE,
+    query_digest      bytea NOT NULL,   -- autoembed._query_digest(query)
+    query             text  NOT NULL,
+    embedding         @extschema:vector@.vector NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    last_used_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (model_version_id, query_digest)
+);
+
+-- Queries waiting for a worker to embed them. A worker claims them with
+-- FOR UPDATE SKIP LOCKED, answers into query_cache and deletes them in one
+-- transaction; one it cannot embed gets an error the asking session reports.
+CREATE TABLE autoembed.query_request (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_version_id  int   NOT NULL REFERENCES autoembed.model_version (id) ON DELETE CASCADE,
+    query             text  NOT NULL,
+    requested_at      timestamptz NOT NULL DEFAULT now(),
+    error             text
 );

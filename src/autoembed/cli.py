@@ -39,10 +39,19 @@ def main() -> None:
 @click.option("--db", "db_url", help=DB_HELP)
 def install(db_url: str | None) -> None:
     """Install or upgrade autoembed's schema in a database (idempotent)."""
+    from autoembed.db import connect
+    from autoembed.install import has_dblink
     from autoembed.install import install as do_install
 
-    rev = do_install(_db(db_url))
+    url = _db(db_url)
+    rev = do_install(url)
     click.echo(f"autoembed installed (schema revision {rev})")
+    with connect(url) as conn:
+        if not has_dblink(conn):
+            click.echo(
+                "note: text queries from SQL (autoembed.search(name, 'text')) need dblink, "
+                "which only a superuser can install: CREATE EXTENSION dblink"
+            )
 
 
 @main.command("extension-files")
@@ -151,6 +160,71 @@ def dispatcher(db_url: str | None, broker_url: str | None) -> None:
         Dispatcher(url, signal, settings).run(stop)
     except KeyboardInterrupt:
         stop.set()
+
+
+@main.command("query-server")
+@click.option("--db", "db_url", help=DB_HELP)
+@click.option(
+    "--device",
+    default=None,
+    help="cpu, cuda, cuda:N (default: $AUTOEMBED_DEVICE, else CUDA if any)",
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+def query_server(db_url: str | None, device: str | None, loglevel: str) -> None:
+    """Embed text queries for SQL (autoembed.search(name, 'text')) without a
+    Celery worker. Every Celery worker runs one too, unless AUTOEMBED_QUERY_SERVICE=0."""
+    import dataclasses
+
+    from autoembed.worker.query_service import serve_forever
+
+    url = _db(db_url)
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    env = Settings.from_env()
+    settings = dataclasses.replace(env, database_url=url, device=device or env.device)
+    serve_forever(url, settings)
+
+
+@main.command("setup-queries")
+@click.option("--db", "db_url", help=DB_HELP)
+@click.option(
+    "--role",
+    default="autoembed_query",
+    show_default=True,
+    help="The loopback role to create (or give a new password).",
+)
+@click.option(
+    "--host", default=None, help="How the server reaches itself (default: its unix socket)."
+)
+@click.option("--port", type=int, default=None, help="(default: the server's port)")
+def setup_queries(db_url: str | None, role: str, host: str | None, port: int | None) -> None:
+    """Let every role run text queries from SQL: a loopback role with a random
+    password and no privileges, the dblink foreign server autoembed_loopback
+    and a user mapping for PUBLIC (run as a superuser; creates dblink too)."""
+    import psycopg
+
+    from autoembed.db import connect
+
+    notices: list[str] = []
+    with connect(_db(db_url)) as conn:
+        conn.add_notice_handler(
+            lambda d: (
+                notices.append(f"{d.severity}: {d.message_primary}\n  {d.message_hint or ''}")
+                if d.severity == "WARNING"
+                else None
+            )
+        )
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+            conn.execute("SELECT autoembed.setup_query_loopback(%s, %s, %s)", (role, host, port))
+            # In a new transaction: the loopback sees only committed roles.
+            row = conn.execute("SELECT autoembed.check_query_loopback()").fetchone()
+        except psycopg.Error as e:
+            raise click.ClickException(str(e).strip()) from e
+    for notice in notices:
+        click.echo(notice.rstrip(), err=True)
+    click.echo(row[0] if row else "")
 
 
 @main.command()

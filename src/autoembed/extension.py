@@ -58,6 +58,12 @@ SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('autoembed.vectorizer', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('autoembed.model_version', 'id')::regclass, '');
+-- The query cache and requests hold nothing worth restoring: registered like
+-- every member table, with a condition that dumps no rows.
+SELECT pg_catalog.pg_extension_config_dump('autoembed.query_cache', 'WHERE false');
+SELECT pg_catalog.pg_extension_config_dump('autoembed.query_request', 'WHERE false');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('autoembed.query_request', 'id')::regclass, '');
 """
 
 

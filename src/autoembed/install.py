@@ -2,11 +2,13 @@
 
 Runs the Alembic revisions in ``autoembed.migrations`` (version table
 ``autoembed.alembic_version``), then the idempotent SQL, in one transaction
-under an advisory lock: running it twice, or twice at once, is safe.
+under an advisory lock: running it twice, or twice at once, is safe. Also
+installs dblink, which text queries from SQL need, when the user may.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from importlib import resources
 from typing import Any
@@ -16,6 +18,8 @@ from alembic import command
 from alembic.config import Config
 
 from autoembed.db import sqlalchemy_url
+
+log = logging.getLogger("autoembed.install")
 
 # Alembic's migration context is process-global: installs from threads of
 # one process take turns (installs from different processes are serialized by
@@ -40,9 +44,26 @@ def install(url: str) -> str:
             rev = conn.exec_driver_sql(
                 "SELECT version_num FROM autoembed.alembic_version"
             ).scalar_one()
+            _try_dblink(conn)
     finally:
         engine.dispose()
     return str(rev)
+
+
+def _try_dblink(conn: sa.Connection) -> None:
+    """CREATE EXTENSION IF NOT EXISTS dblink, which text queries from SQL need
+    (autoembed.embed_query); only a superuser may, so failing is fine."""
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS dblink")
+    except sa.exc.DBAPIError as e:
+        log.info("dblink not installed (text queries from SQL need it): %s", e.orig)
+
+
+def has_dblink(conn: Any) -> bool:
+    """Whether the database has dblink (psycopg connection)."""
+    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'dblink'").fetchone()
+    return row is not None
 
 
 def installed_revision(conn: Any) -> str | None:

@@ -107,6 +107,10 @@ def start_worker(
             AUTOEMBED_DATABASE_URL=db_url,
             AUTOEMBED_BROKER_URL=redis_server.url,
             AUTOEMBED_SWEEP_SECONDS="1",
+            # The query service (text queries from SQL) would load the model a
+            # second time, beside the tests' timings; tests that need it pass
+            # AUTOEMBED_QUERY_SERVICE="1".
+            AUTOEMBED_QUERY_SERVICE="0",
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
         )

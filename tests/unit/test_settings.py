@@ -40,6 +40,7 @@ def test_every_variable_is_read(env: pytest.MonkeyPatch) -> None:
         "AUTOEMBED_SWEEP_SECONDS": "0.5",
         "AUTOEMBED_DEVICE": "cuda:1",
         "AUTOEMBED_DISPATCHER": "0",
+        "AUTOEMBED_EMBED_CACHE": "20000",
     }
     for k, v in values.items():
         env.setenv(k, v)
@@ -53,6 +54,7 @@ def test_every_variable_is_read(env: pytest.MonkeyPatch) -> None:
         sweep_seconds=0.5,
         device="cuda:1",
         dispatcher=False,
+        embed_cache=20000,
     )
 
 
