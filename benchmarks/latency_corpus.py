@@ -1,0 +1,470 @@
+"""The latency benchmark's table: a BEIR corpus replicated with distinct keys
+until it holds at least --chunks chunks, embedded by autoembed's own pipeline,
+and kept between runs.
+
+Where it lives: an embedded PostgreSQL in .autoembed/latency/pg, database
+``latency``, table ``latency_<corpus>`` (or ``latency_<corpus>_x<N>`` for an
+explicit replica count), whose comment holds a manifest of what it holds.
+
+How it is built: the table is created under a vectorizer (title and text,
+MiniLM, as ``autoembed evaluate`` does), replica 0 is COPYed in and drained by
+``run_once`` (the insert trigger queues the rows; the worker's pipeline claims,
+chunks, embeds and writes chunks, postings and statistics), the chunk count
+fixes how many replicas reach --chunks, and the rest are COPYed and drained the
+same way. Replicas have identical text, hence identical chunks: the worker's
+embedding cache (``AUTOEMBED_EMBED_CACHE``, here 50,000 texts) embeds each
+distinct chunk once. The cache is seeded with vectors this model version
+already made, read from the other tables of this database and from the one
+``autoembed evaluate`` keeps in .autoembed/evaluate/pg (read only), so on this
+machine no chunk is embedded at all when SciFact was evaluated before.
+
+When it is reused: the manifest must name the same corpus (sha256), model
+version, request and write path, the vectorizer must have nothing pending or
+failed, and its tables must have the layout a vectorizer created now would get
+(so a new column or index in autoembed's SQL forces a rebuild). A change to the
+run-once (incremental) SQL recreates the whole database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from autoembed.db import connect
+from autoembed.embedded import EmbeddedPostgres
+from autoembed.evaluation.beir import Collection
+from autoembed.install import install
+from autoembed.settings import Settings
+from autoembed.worker.embedders import CachingEmbedder, load_embedder
+
+Conn = psycopg.Connection[Any]
+Say = Callable[[str], None]
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO / ".autoembed" / "latency"
+EVALUATE_PG = REPO / ".autoembed" / "evaluate" / "pg"
+DATABASE = "latency"
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+COLUMNS = ["title", "text"]
+MARK = "autoembed latency benchmark: "
+CACHE = 50_000  # distinct chunk texts the build's worker remembers
+BUILD_BATCH = 64  # rows per claim while building (the CPU default is 16)
+# Functions whose code decides what is written for a chunk.
+WRITE_PATH = ("_insert_chunks", "_delete_chunks", "%impact%")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    table: str
+    vectorizer: str
+    replicas: int
+    rows: int
+    chunks: int
+    model_version: str
+    reused: bool
+    manifest: dict[str, Any]
+
+
+# -- the server and the database --------------------------------------------------------------
+
+
+@contextmanager
+def exclusive(data_dir: Path, say: Say) -> Iterator[None]:
+    """One run at a time per data directory: a run may recreate the database
+    or rebuild a table under another."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another latency run to finish (lock {data_dir / 'lock'}) ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _set_shared_buffers(pg: EmbeddedPostgres, value: str) -> bool:
+    """ALTER SYSTEM SET shared_buffers = value; True when a restart is needed."""
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_size_bytes(current_setting('shared_buffers')) = pg_size_bytes(%s)",
+            (value,),
+        ).fetchone()
+        if row and row[0]:
+            return False
+        conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(value)))
+        return True
+
+
+@contextmanager
+def server(data_dir: Path, shared_buffers: str, say: Say) -> Iterator[EmbeddedPostgres]:
+    """The benchmark's embedded PostgreSQL, with shared_buffers as asked."""
+    with exclusive(data_dir, say):
+        pg = EmbeddedPostgres(data_dir / "pg")
+        say(f"PostgreSQL (embedded) in {pg.data_dir} ...")
+        pg.start()
+        try:
+            if _set_shared_buffers(pg, shared_buffers):
+                say(f"restarting PostgreSQL with shared_buffers = {shared_buffers}")
+                pg.stop()
+                pg.start()
+            yield pg
+        finally:
+            pg.stop()
+
+
+def schema_digest() -> str:
+    """sha256 of autoembed's run-once SQL: the catalog a database was made with."""
+    files = resources.files("autoembed.extension_sql").joinpath("incremental")
+    h = hashlib.sha256()
+    for f in sorted((f for f in files.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def database(pg: EmbeddedPostgres, say: Say) -> str:
+    """The URL of database ``latency`` with autoembed installed, recreated when
+    autoembed's run-once SQL changed since it was made (or will not install)."""
+    digest = schema_digest()
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+            "WHERE datname = %s",
+            (DATABASE,),
+        ).fetchone()
+        if row is not None and row[0] != digest:
+            say("autoembed's run-once SQL changed since the database was made: recreating it")
+            _recreate(conn)
+        elif row is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        url = pg.url_for(DATABASE)
+        try:
+            install(url)
+        except Exception as e:
+            say(f"installing autoembed into the existing database failed ({e}); recreating it")
+            _recreate(conn)
+            install(url)
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(DATABASE), sql.Literal(digest)
+            )
+        )
+    return url
+
+
+def _recreate(conn: Conn) -> None:
+    name = sql.Identifier(DATABASE)
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+    conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+# -- what a table holds -----------------------------------------------------------------------
+
+
+def table_name(collection: Collection, replicas: int | None) -> str:
+    slug = "".join(c if c.isalnum() else "_" for c in collection.name.lower())[:40]
+    return f"latency_{slug}" + ("" if replicas is None else f"_x{replicas}")
+
+
+def layout(conn: Conn, vectorizer: str) -> list[Any]:
+    """Columns and indexes of every per-vectorizer table, the vectorizer's name
+    replaced by V (so two vectorizers' layouts compare equal)."""
+    row = conn.execute(
+        "SELECT to_jsonb(v) FROM autoembed.vectorizer AS v WHERE v.name = %s", (vectorizer,)
+    ).fetchone()
+    assert row is not None
+    tables = {k: v for k, v in row[0].items() if k.endswith("_table") and v}
+    out: list[Any] = []
+    for role, name in sorted(tables.items()):
+        ident = sql.Identifier("autoembed", name).as_string(conn)
+        columns = conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (ident,),
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass",
+            (ident,),
+        ).fetchall()
+        defs = sorted(str(i[0]).replace(vectorizer, "V") for i in indexes)
+        out.append([role, [list(c) for c in columns], defs])
+    return out
+
+
+def probe_layout(conn: Conn) -> list[Any]:
+    """The layout a vectorizer created now gets (made and rolled back)."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("CREATE TABLE latency_probe (id text PRIMARY KEY, title text, text text)")
+        _create_vectorizer(conn, "latency_probe")
+        return layout(conn, "latency_probe")
+
+
+def write_path_digest(conn: Conn) -> str:
+    row = conn.execute(
+        "SELECT string_agg(p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' "
+        "|| p.prosrc, E'\\n' ORDER BY p.proname, p.oid) FROM pg_proc AS p "
+        "WHERE p.pronamespace = 'autoembed'::regnamespace AND p.proname LIKE ANY (%s)",
+        (list(WRITE_PATH),),
+    ).fetchone()
+    return hashlib.sha256(str(row[0] if row else "").encode()).hexdigest()
+
+
+def read_manifest(conn: Conn, table: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT obj_description(to_regclass(%s), 'pg_class')",
+        (sql.Identifier(table).as_string(conn),),
+    ).fetchone()
+    if row is None or row[0] is None or not str(row[0]).startswith(MARK):
+        return None
+    try:
+        manifest = json.loads(str(row[0])[len(MARK) :])
+    except json.JSONDecodeError:
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def write_manifest(conn: Conn, table: str, manifest: dict[str, Any]) -> None:
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            sql.Identifier(table), sql.Literal(MARK + json.dumps(manifest, sort_keys=True))
+        )
+    )
+
+
+def status(conn: Conn, vectorizer: str) -> dict[str, Any]:
+    cur = conn.execute("SELECT * FROM autoembed.vectorizer_status WHERE name = %s", (vectorizer,))
+    row = cur.fetchone()
+    if row is None or cur.description is None:
+        return {}
+    return dict(zip([c.name for c in cur.description], row, strict=True))
+
+
+def chunk_count(conn: Conn, vectorizer: str) -> int:
+    v = conn.execute(
+        "SELECT embeddings_table, active_version_id FROM autoembed.vectorizer WHERE name = %s",
+        (vectorizer,),
+    ).fetchone()
+    assert v is not None
+    query = sql.SQL("SELECT count(*) FROM {} WHERE model_version_id = %s")
+    row = conn.execute(query.format(sql.Identifier("autoembed", v[0])), (v[1],)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def stale_reason(conn: Conn, table: str, wanted: dict[str, Any]) -> str | None:
+    """Why the table cannot be reused as it is, or None."""
+    manifest = read_manifest(conn, table)
+    if manifest is None:
+        return "not built yet"
+    if manifest.get("state") != "complete":
+        return "an earlier build did not finish"
+    changed = [k for k, v in wanted.items() if manifest.get(k) != v]
+    if changed:
+        return "changed since the build: " + ", ".join(changed)
+    s = status(conn, table)
+    if not s or int(s["pending"]) + int(s["in_flight"]) + int(s["failed"]):
+        return "the vectorizer has work outstanding"
+    if (
+        int(s["embedded_rows"]) != manifest["rows"]
+        or s["model_version"] != manifest["model_version"]
+    ):
+        return "the embeddings differ from the manifest"
+    if layout(conn, table) != probe_layout(conn):
+        return "autoembed's table layout (columns or indexes) changed since the build"
+    return None
+
+
+# -- building ---------------------------------------------------------------------------------
+
+
+def _create_vectorizer(conn: Conn, table: str) -> None:
+    conn.execute(
+        "SELECT autoembed.create_vectorizer(%s::regclass, %s, name => %s, model => %s)",
+        (sql.Identifier(table).as_string(conn), COLUMNS, table, MODEL),
+    )
+
+
+def _drop(conn: Conn, table: str) -> None:
+    if conn.execute("SELECT 1 FROM autoembed.vectorizer WHERE name = %s", (table,)).fetchone():
+        conn.execute("SELECT autoembed.drop_vectorizer(%s)", (table,))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
+def _copy_replicas(conn: Conn, table: str, collection: Collection, first: int, stop: int) -> None:
+    """Replicas first..stop-1 of the corpus, keys <doc id>#<replica>."""
+    statement = sql.SQL("COPY {} (id, title, text) FROM STDIN").format(sql.Identifier(table))
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for r in range(first, stop):
+            for d in collection.corpus:
+                copy.write_row((f"{d.id}#{r}", d.title or None, d.text))
+
+
+def seed(cache: CachingEmbedder, url: str) -> int:
+    """Remember every chunk vector of this model version stored at url."""
+    tag = cache.version().tag
+    before = len(cache)
+    with connect(url) as conn:
+        if conn.execute("SELECT to_regclass('autoembed.vectorizer') IS NULL").fetchone() == (True,):
+            return 0
+        tables = conn.execute(
+            "SELECT v.embeddings_table, v.active_version_id FROM autoembed.vectorizer AS v "
+            "JOIN autoembed.model_version AS mv ON mv.id = v.active_version_id WHERE mv.tag = %s",
+            (tag,),
+        ).fetchall()
+        for name, version_id in tables:
+            query = sql.SQL(
+                "SELECT DISTINCT ON (chunk) chunk, embedding FROM {} WHERE model_version_id = %s"
+            ).format(sql.Identifier("autoembed", name))
+            rows = conn.execute(query, (version_id,)).fetchall()
+            if rows:
+                vectors = np.stack([np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows])
+                cache.remember([str(r[0]) for r in rows], vectors)
+    return len(cache) - before
+
+
+def seed_all(cache: CachingEmbedder, url: str, say: Say) -> None:
+    found = seed(cache, url)
+    if EVALUATE_PG.joinpath("PG_VERSION").exists():
+        evaluate = EmbeddedPostgres(EVALUATE_PG)  # shared: stopped only by its last user
+        try:
+            found += seed(cache, evaluate.start())
+        except Exception as e:  # only an optimization
+            say(f"could not read embeddings from {EVALUATE_PG}: {e}")
+        finally:
+            evaluate.stop()
+    say(f"embedding cache seeded with {found} chunk vectors of {cache.version().tag}")
+
+
+def drain(url: str, say: Say, what: str) -> float:
+    from autoembed.worker.once import run_once
+
+    t = time.monotonic()
+    stats = run_once(Settings(database_url=url, batch_size=BUILD_BATCH, embed_cache=CACHE))
+    seconds = time.monotonic() - t
+    say(f"{what}: {stats.written} rows, {stats.chunks} chunks written in {seconds:.0f}s")
+    return seconds
+
+
+def build(
+    conn: Conn,
+    url: str,
+    collection: Collection,
+    table: str,
+    wanted: dict[str, Any],
+    say: Say,
+) -> dict[str, Any]:
+    """(Re)create the table and let the pipeline embed it; returns the manifest."""
+    started = time.monotonic()
+    cache = load_embedder(MODEL, None, CACHE)
+    assert isinstance(cache, CachingEmbedder)
+    seed_all(cache, url, say)
+    misses_before = cache.misses
+    _drop(conn, table)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, title text, text text)").format(
+                sql.Identifier(table)
+            )
+        )
+        write_manifest(conn, table, {**wanted, "state": "loading"})
+        _create_vectorizer(conn, table)
+        _copy_replicas(conn, table, collection, 0, 1)
+    drain_s = drain(url, say, "replica 0")
+    per_replica = chunk_count(conn, table)
+    replicas = wanted["replicas"] or max(1, math.ceil(wanted["min_chunks"] / per_replica))
+    if replicas > 1:
+        say(f"{per_replica} chunks per replica: loading {replicas - 1} more (COPY) ...")
+        with conn.transaction():
+            _copy_replicas(conn, table, collection, 1, replicas)
+        drain_s += drain(url, say, f"replicas 1-{replicas - 1}")
+    t = time.monotonic()
+    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+    for name in _tables(conn, table):
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier("autoembed", name)))
+    vacuum_s = time.monotonic() - t
+    s = status(conn, table)
+    manifest = {
+        **wanted,
+        "state": "complete",
+        "replicas": replicas,
+        "rows": int(s["embedded_rows"]),
+        "chunks": chunk_count(conn, table),
+        "chunks_per_replica": per_replica,
+        "model_version": s["model_version"],
+        "built_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "build_s": round(time.monotonic() - started, 1),
+        "drain_s": round(drain_s, 1),
+        "vacuum_s": round(vacuum_s, 1),
+        "chunks_embedded_by_model": cache.misses - misses_before,
+    }
+    write_manifest(conn, table, manifest)
+    return manifest
+
+
+def _tables(conn: Conn, vectorizer: str) -> list[str]:
+    row = conn.execute(
+        "SELECT to_jsonb(v) FROM autoembed.vectorizer AS v WHERE v.name = %s", (vectorizer,)
+    ).fetchone()
+    assert row is not None
+    return sorted(str(v) for k, v in row[0].items() if k.endswith("_table") and v)
+
+
+def ensure(
+    url: str,
+    collection: Collection,
+    *,
+    min_chunks: int,
+    replicas: int | None,
+    rebuild: bool,
+    say: Say,
+) -> Corpus:
+    """The replicated table, reused when it is complete and current, else built."""
+    table = table_name(collection, replicas)
+    with connect(url) as conn:
+        wanted = {
+            "corpus": collection.name,
+            "corpus_digest": collection.corpus_digest(),
+            "model": MODEL,
+            "min_chunks": None if replicas else min_chunks,
+            "replicas": replicas,
+            "write_path": write_path_digest(conn),
+        }
+        if replicas is None:  # the count the build settles on is not asked for
+            wanted.pop("replicas")
+        reason = "--rebuild" if rebuild else stale_reason(conn, table, wanted)
+        if reason is None:
+            manifest = read_manifest(conn, table)
+            assert manifest is not None
+            say(
+                f"{table}: reusing {manifest['rows']:,} rows, {manifest['chunks']:,} chunks "
+                f"(built {manifest['built_at']} in {manifest['build_s']:.0f}s)"
+            )
+            return _corpus(table, manifest, reused=True)
+        say(f"{table}: building ({reason})")
+        manifest = build(conn, url, collection, table, {"replicas": replicas, **wanted}, say)
+        say(f"{table}: built {manifest['chunks']:,} chunks in {manifest['build_s']:.0f}s")
+        return _corpus(table, manifest, reused=False)
+
+
+def _corpus(table: str, manifest: dict[str, Any], *, reused: bool) -> Corpus:
+    return Corpus(
+        table=table,
+        vectorizer=table,
+        replicas=int(manifest["replicas"]),
+        rows=int(manifest["rows"]),
+        chunks=int(manifest["chunks"]),
+        model_version=str(manifest["model_version"]),
+        reused=reused,
+        manifest=manifest,
+    )
