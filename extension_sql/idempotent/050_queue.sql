@@ -108,18 +108,22 @@ BEGIN
                 attempts = q.attempts + 1
             FROM picked AS p WHERE %3$s
             RETURNING %4$s
+        ), keys AS MATERIALIZED (
+            SELECT %5$s AS pk FROM claimed AS c
         )
-        SELECT %5$s, %6$s
-        FROM claimed AS c LEFT JOIN %7$s AS s ON %8$s
+        -- the text through the vectorizer's source reader (030_ddl.sql): a
+        -- worker role needs no privilege on the source table
+        SELECT c.pk, d.document
+        FROM keys AS c
+        LEFT JOIN autoembed.%6$I((SELECT pg_catalog.jsonb_agg(x.pk) FROM keys AS x), false) AS d
+          ON d.pk = c.pk
         $q$,
         autoembed._pk_fragment(v, '%1$I'),
         v.queue_table,
         autoembed._pk_join(v, 'q', 'p'),
         autoembed._pk_fragment(v, 'q.%1$I'),
         autoembed._pk_json(v, 'c'),
-        autoembed._document_expr(v, 's'),
-        v.source,
-        autoembed._pk_join(v, 's', 'c'))
+        autoembed._source_function(v))
         USING batch_size, claim_token, lease;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
@@ -144,6 +148,11 @@ BEGIN
     SELECT * INTO mv FROM autoembed.model_version AS m WHERE m.id = version_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'autoembed: no model version with id %', version_id USING ERRCODE = 'undefined_object';
+    END IF;
+    IF mv.model <> v.model THEN
+        -- a worker still running the model the vectorizer used before set_model()
+        RAISE EXCEPTION 'autoembed: model version % is of model "%" but vectorizer "%" now uses "%"',
+            mv.tag, mv.model, v.name, v.model USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF mv.dimensions <> v.dimensions THEN
         RAISE EXCEPTION 'autoembed: model version % has % dimensions but vectorizer "%" stores %',
@@ -218,18 +227,12 @@ BEGIN
         INTO mine USING claim_token, items;
     rejected := jsonb_array_length(items) - jsonb_array_length(mine);
 
-    EXECUTE format($q$
-        SELECT coalesce(jsonb_agg(%1$s), '[]')
-        FROM %2$s AS s JOIN jsonb_to_recordset($1) AS k(%3$s) ON %4$s
-        $q$, autoembed._pk_json(v, 's'), v.source, coldefs, autoembed._pk_join(v, 's', 'k'))
+    -- The source rows, through the vectorizer's source reader (030_ddl.sql).
+    EXECUTE format('SELECT coalesce(jsonb_agg(d.pk), ''[]'') FROM autoembed.%I($1, false) AS d',
+                   autoembed._source_function(v))
         INTO present USING mine;
-    EXECUTE format($q$
-        SELECT coalesce(jsonb_agg(%1$s), '[]') FROM (
-            SELECT s.* FROM %2$s AS s JOIN jsonb_to_recordset($1) AS k(%3$s) ON %4$s
-            ORDER BY %5$s
-            FOR KEY SHARE OF s SKIP LOCKED) AS s
-        $q$, autoembed._pk_json(v, 's'), v.source, coldefs, autoembed._pk_join(v, 's', 'k'),
-        autoembed._pk_fragment(v, 's.%1$I'))
+    EXECUTE format('SELECT coalesce(jsonb_agg(d.pk), ''[]'') FROM autoembed.%I($1, true) AS d',
+                   autoembed._source_function(v))
         INTO lockable USING present;
     SELECT coalesce(jsonb_agg(m.k), '[]') INTO busy
     FROM jsonb_array_elements(present) AS m(k) WHERE NOT lockable @> jsonb_build_array(m.k);

@@ -1,0 +1,228 @@
+"""``Vectorizer``: a vectorizer declared on a mapped class.
+
+    class Article(Base):
+        __tablename__ = "articles"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        title: Mapped[str]
+        body: Mapped[str]
+        embeddings = Vectorizer(columns=["title", "body"], model="hash:64")
+
+``Article.embeddings`` is then the Vectorizer: its mapped embeddings class
+(``Article.embeddings.Embedding``, a row per chunk, with ``.parent``), its
+searches, and its query embedding. ``article.embeddings`` is that article's
+chunks. ``metadata.create_all()`` creates the vectorizer after the table, and
+``metadata.drop_all()`` drops it first; Alembic autogenerate sees it in
+``table.info``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import event, orm
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from autoembed.sqlalchemy import _search
+from autoembed.sqlalchemy._query import Bind, QueryEmbedding, aembed_query, embed_query
+from autoembed.sqlalchemy._spec import (
+    DEFAULT_MODEL,
+    INFO_KEY,
+    VectorizerSpec,
+    create_statement,
+    drop_statement,
+    table_source,
+)
+
+
+class Vectorizer:
+    """Declare a vectorizer on the mapped class this is assigned to. Options
+    as ``autoembed.create_vectorizer``: ``name`` (default: the table's name),
+    ``model``, ``dimensions``, ``chunk_tokens``, ``chunk_overlap``, and
+    ``ts_config``, ``distance``, ``index``, ``backfill``."""
+
+    def __init__(
+        self,
+        columns: list[str] | tuple[str, ...],
+        *,
+        name: str | None = None,
+        model: str = DEFAULT_MODEL,
+        dimensions: int | None = None,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 32,
+        **options: Any,
+    ) -> None:
+        self._args: dict[str, Any] = dict(
+            columns=tuple(columns),
+            model=model,
+            dimensions=dimensions,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            options=options,
+        )
+        self._name = name
+        self._spec: VectorizerSpec | None = None
+        self._embedding: type[Any] | None = None
+        self.owner: type[Any] | None = None
+        self.attr = ""
+
+    def __set_name__(self, owner: type[Any], attr: str) -> None:
+        self.owner = owner
+        self.attr = attr
+
+    def __get__(self, instance: Any, owner: type[Any]) -> Any:
+        if instance is None:
+            return self
+        return getattr(instance, self._chunks_attr)
+
+    # ------------------------------------------------------------ declaration
+
+    @property
+    def _chunks_attr(self) -> str:
+        return f"_{self.attr}_chunks"
+
+    @property
+    def table(self) -> sa.Table:
+        if self.owner is None:
+            raise RuntimeError("a Vectorizer must be assigned to an attribute of a mapped class")
+        table = orm.class_mapper(self.owner).local_table
+        assert isinstance(table, sa.Table)
+        return table
+
+    @property
+    def spec(self) -> VectorizerSpec:
+        if self._spec is None:
+            table = self.table
+            self._spec = VectorizerSpec(
+                name=self._name or table.name, source=table_source(table), **self._args
+            )
+        return self._spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dimensions(self) -> int | None:
+        return self.spec.known_dimensions
+
+    def _bind(self, mapper: orm.Mapper[Any]) -> None:
+        """Wire the declaration to its mapped class (once it is mapped)."""
+        table = self.table
+        specs: list[VectorizerSpec] = table.info.setdefault(INFO_KEY, [])
+        specs.append(self.spec)
+        event.listen(table, "after_create", self._after_create)
+        event.listen(table, "before_drop", self._before_drop)
+        embedding = self.Embedding
+        mapper.add_property(
+            self._chunks_attr,
+            orm.relationship(
+                embedding,
+                primaryjoin=self._join(embedding),
+                viewonly=True,
+                order_by=[embedding.model_version_id, embedding.chunk_no],
+            ),
+        )
+
+    def _join(self, embedding: Any) -> sa.ColumnElement[bool]:
+        etable = embedding.__table__
+        return sa.and_(
+            *(orm.foreign(etable.c[c.name]) == c for c in self.table.primary_key.columns)
+        )
+
+    def _after_create(self, table: sa.Table, connection: sa.Connection, **kw: Any) -> None:
+        if not connection.execute(sa.text("SELECT to_regnamespace('autoembed')")).scalar():
+            raise RuntimeError(
+                f"autoembed is not installed in this database, so vectorizer {self.name!r} "
+                f"on table {table.name!r} cannot be created: run autoembed.install(url) "
+                "(or op.install_autoembed() in a migration) first"
+            )
+        connection.execute(create_statement(self.spec, connection.dialect))
+
+    def _before_drop(self, table: sa.Table, connection: sa.Connection, **kw: Any) -> None:
+        if connection.execute(sa.text("SELECT to_regclass('autoembed.vectorizer')")).scalar():
+            connection.execute(drop_statement(self.name, if_exists=True))
+
+    @property
+    def Embedding(self) -> type[Any]:
+        """The mapped class of this vectorizer's embeddings table (one row per
+        chunk and model version): the source's key columns, model_version_id,
+        chunk_no, chunk, embedding (pgvector ``Vector``), embedded_at,
+        chunk_id, and ``parent``, the source row. Kept in a MetaData of its
+        own: autoembed creates and drops the table, never create_all()."""
+        if self._embedding is None:
+            self._embedding = self._map_embeddings()
+        return self._embedding
+
+    def _map_embeddings(self) -> type[Any]:
+        spec, parent = self.spec, self.table
+        registry = orm.registry()
+        key = [sa.Column(c.name, c.type, primary_key=True) for c in parent.primary_key.columns]
+        table = sa.Table(
+            spec.embeddings_table,
+            registry.metadata,
+            *key,
+            sa.Column("model_version_id", sa.Integer, primary_key=True),
+            sa.Column("chunk_no", sa.Integer, primary_key=True),
+            sa.Column("chunk", sa.Text, nullable=False),
+            sa.Column("embedding", Vector(self.dimensions), nullable=False),
+            sa.Column("embedded_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("chunk_id", sa.BigInteger, nullable=False),
+            schema="autoembed",
+        )
+        assert self.owner is not None
+        cls = type(f"{self.owner.__name__}Embedding", (), {"__doc__": type(self).Embedding.__doc__})
+        registry.map_imperatively(
+            cls,
+            table,
+            properties={
+                "parent": orm.relationship(
+                    self.owner,
+                    primaryjoin=sa.and_(
+                        *(orm.foreign(table.c[c.name]) == c for c in parent.primary_key.columns)
+                    ),
+                    viewonly=True,
+                )
+            },
+        )
+        return cls
+
+    @property
+    def chunks(self) -> Any:
+        """The relationship attribute from the model to its chunks (for
+        ``selectinload(Article.embeddings.chunks)``)."""
+        assert self.owner is not None
+        return getattr(self.owner, self._chunks_attr)
+
+    # ----------------------------------------------------------------- search
+
+    def embed_query(self, bind: Bind, query: str) -> QueryEmbedding:
+        """The query's embedding by the stored vectors' model version."""
+        return embed_query(bind, self.name, query)
+
+    async def aembed_query(self, session: AsyncSession, query: str) -> QueryEmbedding:
+        return await aembed_query(session, self.name, query)
+
+    def semantic(self, query: _search.Query, k: int = 10, **options: Any) -> _search.SearchHits:
+        """Nearest rows to a QueryEmbedding or a vector (or a text, embedded
+        in the database by a worker). Options: filter (jsonb), chunks."""
+        return _search.semantic(self, query, k, **options)
+
+    def bm25(self, query: QueryEmbedding | str, k: int = 10, **options: Any) -> _search.SearchHits:
+        """Best rows by BM25. Options: filter, chunks."""
+        return _search.bm25(self, query, k, **options)
+
+    def hybrid(
+        self, query: QueryEmbedding | str, k: int = 10, **options: Any
+    ) -> _search.SearchHits:
+        """BM25 and semantic fused. Options: filter, chunks, fusion, rrf_k,
+        semantic_weight, candidates, normalization."""
+        return _search.hybrid(self, query, k, **options)
+
+
+@event.listens_for(orm.Mapper, "after_mapper_constructed")
+def _on_mapper(mapper: orm.Mapper[Any], class_: type[Any]) -> None:
+    for value in list(vars(class_).values()):
+        if isinstance(value, Vectorizer):
+            value._bind(mapper)

@@ -1,0 +1,171 @@
+"""Search as SQLAlchemy expressions: each search is a subquery of
+(pk, chunk_no, chunk, score, rank) over one of autoembed's search functions,
+joined to the source table by its primary key, to compose with the caller's
+own WHERE, JOIN, ORDER BY and LIMIT."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects import postgresql as pg
+
+from autoembed.sqlalchemy._query import QueryEmbedding
+
+if TYPE_CHECKING:
+    from autoembed.sqlalchemy._declarative import Vectorizer
+
+_params = itertools.count()
+
+RESULT_COLUMNS = {
+    "pk": pg.JSONB,
+    "chunk_no": sa.Integer,
+    "chunk": sa.Text,
+    "score": sa.Float,
+    "rank": sa.BigInteger,
+}
+HYBRID_OPTIONS = {
+    "fusion": sa.Text,
+    "rrf_k": sa.Integer,
+    "semantic_weight": sa.Float,
+    "candidates": sa.Integer,
+    "normalization": sa.Text,
+}
+
+Query = QueryEmbedding | Sequence[float] | str
+
+
+class SearchHits:
+    """The hits of one search, as a subquery ``hits`` with columns pk,
+    chunk_no, chunk, score and rank (1 is best), and the join to the model."""
+
+    def __init__(self, vectorizer: Vectorizer, subquery: sa.Subquery) -> None:
+        self.vectorizer = vectorizer
+        self.subquery = subquery
+        self.c = subquery.c
+        self.score = subquery.c.score
+        self.rank = subquery.c.rank
+        self.chunk = subquery.c.chunk
+        self.chunk_no = subquery.c.chunk_no
+
+    @property
+    def onclause(self) -> sa.ColumnElement[bool]:
+        """The source row of each hit: its primary key columns equal the hit's pk."""
+        table = self.vectorizer.table
+        return sa.and_(
+            *(
+                col == sa.cast(self.c.pk[col.name].astext, col.type)
+                for col in table.primary_key.columns
+            )
+        )
+
+    def select(self, *extra: Any) -> sa.Select[Any]:
+        """``SELECT model, score, rank, *extra`` for the hits in rank order."""
+        assert self.vectorizer.owner is not None
+        return (
+            sa.select(self.vectorizer.owner, self.score, self.rank, *extra)
+            .join(self.subquery, self.onclause)
+            .order_by(self.rank)
+        )
+
+
+Arg = tuple[str, Any, Any]  # SQL fragment, value, SQLAlchemy type
+
+
+def _call(
+    vectorizer: Vectorizer, function: str, positional: list[Arg], named: dict[str, Any]
+) -> SearchHits:
+    """``SELECT * FROM autoembed.<function>(positional..., option => value...)``.
+    positional: (SQL fragment with a {} for the parameter, value, type).
+    Parameter names are unique per call, so several searches combine in one
+    statement."""
+    n = next(_params)
+    params: list[sa.BindParameter[Any]] = []
+    args = []
+    for i, (fragment, value, type_) in enumerate(positional):
+        key = f"ae{n}_{i}"
+        params.append(sa.bindparam(key, value, type_=type_))
+        args.append(fragment.format(":" + key))
+    for option, (value, type_) in named.items():
+        key = f"ae{n}_{option}"
+        params.append(sa.bindparam(key, value, type_=type_))
+        args.append(f"{option} => :{key}")
+    text = sa.text(f"SELECT * FROM autoembed.{function}({', '.join(args)})").bindparams(*params)
+    return SearchHits(vectorizer, text.columns(**RESULT_COLUMNS).subquery())
+
+
+def _common(vectorizer: Vectorizer, k: int) -> list[Arg]:
+    return [("CAST({} AS text)", vectorizer.name, sa.Text), ("CAST({} AS int)", k, sa.Integer)]
+
+
+def _options(filter: dict[str, Any] | None, chunks: bool) -> dict[str, Any]:
+    named: dict[str, Any] = {}
+    if filter is not None:
+        named["filter"] = (filter, pg.JSONB)
+    if chunks:
+        named["chunks"] = (True, sa.Boolean)
+    return named
+
+
+def _vector_arg(vectorizer: Vectorizer, vector: Any) -> Arg:
+    return ("CAST({} AS vector)", [float(x) for x in vector], Vector(vectorizer.dimensions))
+
+
+def semantic(
+    vectorizer: Vectorizer,
+    query: Query,
+    k: int = 10,
+    *,
+    filter: dict[str, Any] | None = None,
+    chunks: bool = False,
+) -> SearchHits:
+    name, kk = _common(vectorizer, k)
+    if isinstance(query, str):  # embedded in the database (a worker answers)
+        first: Arg = ("CAST({} AS text)", query, sa.Text)
+    else:
+        vector = query.vector if isinstance(query, QueryEmbedding) else query
+        first = _vector_arg(vectorizer, vector)
+    return _call(vectorizer, "search", [name, first, kk], _options(filter, chunks))
+
+
+def bm25(
+    vectorizer: Vectorizer,
+    query: QueryEmbedding | str,
+    k: int = 10,
+    *,
+    filter: dict[str, Any] | None = None,
+    chunks: bool = False,
+) -> SearchHits:
+    text = query.text if isinstance(query, QueryEmbedding) else query
+    name, kk = _common(vectorizer, k)
+    q: Arg = ("CAST({} AS text)", text, sa.Text)
+    return _call(vectorizer, "bm25_search", [name, q, kk], _options(filter, chunks))
+
+
+def hybrid(
+    vectorizer: Vectorizer,
+    query: QueryEmbedding | str,
+    k: int = 10,
+    *,
+    filter: dict[str, Any] | None = None,
+    chunks: bool = False,
+    **options: Any,
+) -> SearchHits:
+    unknown = set(options) - set(HYBRID_OPTIONS)
+    if unknown:
+        raise TypeError(f"hybrid search: unknown options {sorted(unknown)}")
+    name, kk = _common(vectorizer, k)
+    positional: list[Arg] = [name, ("CAST({} AS text)", _text(query), sa.Text)]
+    if isinstance(query, QueryEmbedding):
+        positional.append(_vector_arg(vectorizer, query.vector))
+    positional.append(kk)
+    named = _options(filter, chunks)
+    named.update({k: (v, HYBRID_OPTIONS[k]) for k, v in options.items()})
+    return _call(vectorizer, "hybrid_search", positional, named)
+
+
+def _text(query: QueryEmbedding | str) -> str:
+    return query.text if isinstance(query, QueryEmbedding) else query

@@ -1,0 +1,232 @@
+"""What a vectorizer declared in Python is, and the SQL that makes, changes
+and drops it. Shared by the ORM declaration, ``metadata.create_all()`` and
+the Alembic operations.
+
+Every value reaches SQL as a bound parameter (or, in offline migrations, as a
+literal quoted by SQLAlchemy); the source table as text cast to ``regclass``,
+its name quoted by the dialect's identifier preparer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+INFO_KEY = "autoembed_vectorizers"
+
+# Options of autoembed.create_vectorizer() besides source, columns and name,
+# with their SQL types. Only these names are ever written into SQL text.
+CREATE_OPTIONS: dict[str, Any] = {
+    "model": sa.Text,
+    "dimensions": sa.Integer,
+    "chunk_tokens": sa.Integer,
+    "chunk_overlap": sa.Integer,
+    "ts_config": sa.Text,  # cast to regconfig below
+    "distance": sa.Text,
+    "index": sa.Text,
+    "backfill": sa.Boolean,
+}
+# What alter_vectorizer() can change, and what autogenerate compares.
+ALTERABLE = ("columns", "model", "dimensions", "chunk_tokens", "chunk_overlap")
+
+
+@dataclass(frozen=True)
+class VectorizerSpec:
+    """A vectorizer on table ``source`` (``"table"`` or ``"schema.table"``)."""
+
+    name: str
+    source: str
+    columns: tuple[str, ...]
+    model: str = DEFAULT_MODEL
+    dimensions: int | None = None
+    chunk_tokens: int | None = None
+    chunk_overlap: int = 32
+    options: dict[str, Any] = field(default_factory=dict)  # ts_config, distance, index, backfill
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            raise ValueError(f"vectorizer {self.name!r}: columns must name at least one column")
+        unknown = set(self.options) - {"ts_config", "distance", "index", "backfill"}
+        if unknown:
+            raise TypeError(f"vectorizer {self.name!r}: unknown options {sorted(unknown)}")
+
+    def with_changes(self, **changes: Any) -> VectorizerSpec:
+        return replace(self, **changes)
+
+    @property
+    def known_dimensions(self) -> int | None:
+        """The model's dimensions when they can be told without a database."""
+        return self.dimensions or model_dimensions(self.model)
+
+    @property
+    def embeddings_table(self) -> str:
+        return derived_name(self.name, "_embeddings")
+
+    def create_args(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "model": self.model,
+            "dimensions": self.dimensions,
+            "chunk_tokens": self.chunk_tokens,
+            "chunk_overlap": self.chunk_overlap,
+        }
+        values.update(self.options)
+        return values
+
+
+def model_dimensions(model: str) -> int | None:
+    if model.startswith("hash:") and model[5:].isdigit():
+        return int(model[5:])
+    if model in (DEFAULT_MODEL, DEFAULT_MODEL.split("/", 1)[1]):
+        return 384
+    return None
+
+
+def same_model(declared: str, stored: str) -> bool:
+    """Whether a declared model name is the one the catalog stores (which
+    resolves a short name such as ``all-MiniLM-L6-v2``)."""
+    return declared == stored or f"sentence-transformers/{declared}" == stored
+
+
+def derived_name(base: str, suffix: str) -> str:
+    """The name autoembed._derived_name() gives a per-vectorizer object."""
+    if len((base + suffix).encode()) <= 63:
+        return base + suffix
+    tag = "_" + hashlib.md5(base.encode(), usedforsecurity=False).hexdigest()[:8]
+    stem = base
+    while len((stem + tag + suffix).encode()) > 63:
+        stem = stem[:-1]
+    return stem + tag + suffix
+
+
+def split_source(source: str) -> tuple[str | None, str]:
+    schema, _, table = source.rpartition(".")
+    return (schema or None), table
+
+
+def quoted_source(source: str, dialect: sa.Dialect | None = None) -> str:
+    """``schema.table`` quoted as the regclass input needs it."""
+    prep = (dialect or pg.dialect()).identifier_preparer  # type: ignore[no-untyped-call]
+    schema, table = split_source(source)
+    name = prep.quote_identifier(table)
+    return name if schema is None else f"{prep.quote_identifier(schema)}.{name}"
+
+
+def table_source(table: sa.Table) -> str:
+    return table.name if table.schema is None else f"{table.schema}.{table.name}"
+
+
+# ------------------------------------------------------------------ SQL
+
+
+def create_statement(spec: VectorizerSpec, dialect: sa.Dialect | None = None) -> sa.TextClause:
+    args = {k: v for k, v in spec.create_args().items() if v is not None or k == "chunk_tokens"}
+    named = ", ".join(
+        f"{k} => CAST(:{k} AS regconfig)" if k == "ts_config" else f"{k} => :{k}" for k in args
+    )
+    return sa.text(
+        "SELECT autoembed.create_vectorizer(CAST(:source AS regclass), "
+        f"CAST(:columns AS text[]), name => :name, {named})"
+    ).bindparams(
+        sa.bindparam("source", quoted_source(spec.source, dialect), type_=sa.Text),
+        sa.bindparam("columns", list(spec.columns), type_=pg.ARRAY(sa.Text)),
+        sa.bindparam("name", spec.name, type_=sa.Text),
+        *(sa.bindparam(k, v, type_=CREATE_OPTIONS[k]) for k, v in args.items()),
+    )
+
+
+def drop_statement(name: str, if_exists: bool = False) -> sa.TextClause:
+    if if_exists:
+        return sa.text(
+            "SELECT autoembed.drop_vectorizer(v.name) FROM autoembed.vectorizer AS v "
+            "WHERE v.name = :name"
+        ).bindparams(sa.bindparam("name", name, type_=sa.Text))
+    return sa.text("SELECT autoembed.drop_vectorizer(:name)").bindparams(
+        sa.bindparam("name", name, type_=sa.Text)
+    )
+
+
+def set_columns_statement(name: str, columns: tuple[str, ...]) -> sa.TextClause:
+    return sa.text("SELECT autoembed.set_columns(:name, CAST(:columns AS text[]))").bindparams(
+        sa.bindparam("name", name, type_=sa.Text),
+        sa.bindparam("columns", list(columns), type_=pg.ARRAY(sa.Text)),
+    )
+
+
+KEEP: Any = object()  # an alter option not given: keep the current value
+
+
+def set_chunking_statement(name: str, chunk_tokens: Any, overlap: int | None) -> sa.TextClause:
+    """autoembed.set_chunking(); chunk_tokens KEEP keeps the current value
+    (None means the model's maximum), overlap None keeps the current one."""
+    tokens = (
+        "(SELECT v.chunk_tokens FROM autoembed.vectorizer AS v WHERE v.name = :name)"
+        if chunk_tokens is KEEP
+        else "CAST(:chunk_tokens AS int)"
+    )
+    params: list[sa.BindParameter[Any]] = [
+        sa.bindparam("name", name, type_=sa.Text),
+        sa.bindparam("chunk_overlap", overlap, type_=sa.Integer),
+    ]
+    if chunk_tokens is not KEEP:
+        params.append(sa.bindparam("chunk_tokens", chunk_tokens, type_=sa.Integer))
+    return sa.text(
+        f"SELECT autoembed.set_chunking(:name, {tokens}, CAST(:chunk_overlap AS int))"
+    ).bindparams(*params)
+
+
+def set_model_statement(name: str, model: str, dimensions: int | None) -> sa.TextClause:
+    return sa.text(
+        "SELECT autoembed.set_model(:name, :model, CAST(:dimensions AS int))"
+    ).bindparams(
+        sa.bindparam("name", name, type_=sa.Text),
+        sa.bindparam("model", model, type_=sa.Text),
+        sa.bindparam("dimensions", dimensions, type_=sa.Integer),
+    )
+
+
+def pause_statement(name: str, paused: bool) -> sa.TextClause:
+    function = "pause" if paused else "resume"
+    return sa.text(f"SELECT autoembed.{function}(:name)").bindparams(
+        sa.bindparam("name", name, type_=sa.Text)
+    )
+
+
+def stored_specs(conn: sa.Connection) -> dict[str, tuple[VectorizerSpec, bool]]:
+    """The vectorizers in the database, by name, with whether each is paused;
+    empty when autoembed is not installed."""
+    if not conn.execute(sa.text("SELECT to_regclass('autoembed.vectorizer')")).scalar():
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT v.name, n.nspname, c.relname, v.columns, v.model, v.dimensions, "
+            "v.chunk_tokens, v.chunk_overlap, v.ts_config, v.distance, v.index_method, v.paused "
+            "FROM autoembed.vectorizer AS v "
+            "JOIN pg_catalog.pg_class AS c ON c.oid = v.source "
+            "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace ORDER BY v.id"
+        )
+    ).all()
+    out: dict[str, tuple[VectorizerSpec, bool]] = {}
+    for r in rows:
+        source = r.relname if r.nspname == "public" else f"{r.nspname}.{r.relname}"
+        spec = VectorizerSpec(
+            name=r.name,
+            source=source,
+            columns=tuple(r.columns),
+            model=r.model,
+            dimensions=r.dimensions,
+            chunk_tokens=r.chunk_tokens,
+            chunk_overlap=r.chunk_overlap,
+            options={"ts_config": r.ts_config, "distance": r.distance, "index": r.index_method},
+        )
+        out[r.name] = (spec, bool(r.paused))
+    return out
+
+
+def declared_specs(metadata: sa.MetaData) -> list[VectorizerSpec]:
+    """The vectorizers declared on the tables of ``metadata``."""
+    return [spec for table in metadata.tables.values() for spec in table.info.get(INFO_KEY, [])]

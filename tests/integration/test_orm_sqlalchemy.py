@@ -1,0 +1,184 @@
+"""autoembed.sqlalchemy against a real database: a vectorizer declared on a
+mapped class is created by create_all(), rows inserted through the ORM are
+embedded by the real worker pipeline, and semantic, BM25 and hybrid searches
+return model instances that compose with the caller's own SQL, in sync and
+async sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, selectinload
+
+from autoembed.db import connect, sqlalchemy_url
+from autoembed.sqlalchemy import QueryEmbedding, Vectorizer
+from tests.conftest import drain
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Note(Base):
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    body: Mapped[str | None]
+    topic: Mapped[str] = mapped_column(default="misc")
+    embeddings = Vectorizer(
+        columns=["title", "body"], model="hash:64", chunk_tokens=32, chunk_overlap=4
+    )
+
+
+NOTES = [
+    (1, "Apple orchards", "Harvesting red apples and pears in autumn", "fruit"),
+    (2, "River engines", "Steam engines on the river boats", "machines"),
+    (3, "Night sky", "Stars and planets seen through a telescope", "space"),
+    (4, "Apple pie", "Baking apples with cinnamon and butter", "fruit"),
+]
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(sqlalchemy_url(db_url), poolclass=sa.pool.NullPool)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(Note(id=i, title=t, body=b, topic=c) for i, t, b, c in NOTES)
+        session.commit()
+    drain(db_url)
+    yield engine
+    engine.dispose()
+
+
+def test_create_all_creates_the_vectorizer_and_drop_all_drops_it(db_url: str) -> None:
+    engine = sa.create_engine(sqlalchemy_url(db_url), poolclass=sa.pool.NullPool)
+    Base.metadata.create_all(engine)
+    with connect(db_url) as c:
+        row = c.execute(
+            "SELECT columns, model, chunk_tokens FROM autoembed.vectorizer WHERE name = 'notes'"
+        ).fetchone()
+        assert row == (["title", "body"], "hash:64", 32)
+    Base.metadata.drop_all(engine)
+    with connect(db_url) as c:
+        assert c.execute("SELECT count(*) FROM autoembed.vectorizer").fetchone() == (0,)
+        tables = c.execute(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'autoembed'::regnamespace "
+            "AND relname LIKE 'notes%'"
+        ).fetchone()
+        assert tables == (0,)
+    engine.dispose()
+
+
+def test_embeddings_are_mapped_with_a_relationship_both_ways(engine: sa.Engine) -> None:
+    Embedding = Note.embeddings.Embedding
+    with Session(engine) as session:
+        note = session.scalars(
+            sa.select(Note).options(selectinload(Note.embeddings.chunks)).where(Note.id == 3)
+        ).one()
+        chunks = note.embeddings
+        expected = "Night sky\n\nStars and planets seen through a telescope"
+        assert [c.chunk for c in chunks] == [expected]
+        assert len(chunks[0].embedding) == 64
+        other = session.scalars(sa.select(Embedding).where(Embedding.id == 2)).one()
+        assert other.parent.title == "River engines"
+
+
+def test_semantic_search_returns_instances_with_score_and_rank(engine: sa.Engine) -> None:
+    with Session(engine) as session:
+        query = Note.embeddings.embed_query(session, "red apples in autumn")
+        assert query.embedded_by == "process"
+        assert query.version is not None
+        rows = session.execute(Note.embeddings.semantic(query, k=3).select()).all()
+    assert rows[0].Note.id == 1
+    assert [r.rank for r in rows] == [1, 2, 3]
+    assert rows[0].score > rows[1].score
+
+
+def test_search_composes_with_where_join_order_and_limit(engine: sa.Engine) -> None:
+    with Session(engine) as session:
+        query = Note.embeddings.embed_query(session, "apples")
+        hits = Note.embeddings.bm25(query, k=10)
+        stmt = (
+            sa.select(Note.title, hits.score)
+            .join(hits.subquery, hits.onclause)
+            .where(Note.topic == "fruit")
+            .order_by(Note.title.desc())
+            .limit(1)
+        )
+        assert session.execute(stmt).all()[0].title == "Apple pie"
+        # the jsonb filter searches within the topic instead of filtering afterwards
+        only = Note.embeddings.semantic(query, k=1, filter={"topic": "machines"})
+        assert [n.id for n, *_ in session.execute(only.select())] == [2]
+        # two searches in one statement
+        sem = Note.embeddings.semantic(query, k=4)
+        lex = Note.embeddings.bm25("apples", k=4)
+        both = (
+            sa.select(Note.id)
+            .join(sem.subquery, sem.onclause)
+            .join(lex.subquery, lex.onclause)
+            .order_by(Note.id)
+        )
+        assert session.scalars(both).all() == [1, 4]
+
+
+def test_bm25_and_hybrid_find_the_expected_rows(engine: sa.Engine) -> None:
+    with Session(engine) as session:
+        rows = session.execute(Note.embeddings.bm25("telescope", k=5).select()).all()
+        assert [r.Note.id for r in rows] == [3]
+        query = Note.embeddings.embed_query(session, "steam boats on the river")
+        hybrid = session.execute(Note.embeddings.hybrid(query, k=2).select()).all()
+        assert hybrid[0].Note.id == 2
+        assert hybrid[0].rank == 1
+        rrf = session.execute(Note.embeddings.hybrid(query, k=2, fusion="rrf").select()).all()
+        assert rrf[0].Note.id == 2
+
+
+def test_a_process_with_another_model_version_never_embeds_the_query(
+    engine: sa.Engine, db_url: str
+) -> None:
+    with connect(db_url) as c:
+        c.execute(
+            "UPDATE autoembed.model_version SET tag = tag || '-elsewhere' "
+            "WHERE id = (SELECT active_version_id FROM autoembed.vectorizer WHERE name = 'notes')"
+        )
+    with Session(engine) as session:
+        # no worker answers text queries here: the database path is tried, and fails
+        session.execute(sa.text("SET autoembed.query_timeout = '200ms'"))
+        with pytest.raises(sa.exc.DBAPIError, match="autoembed"):
+            Note.embeddings.embed_query(session, "apples")
+
+
+def test_async_session_search(engine: sa.Engine, db_url: str) -> None:
+    async def run() -> list[Any]:
+        aengine = create_async_engine(sqlalchemy_url(db_url), poolclass=sa.pool.NullPool)
+        try:
+            async with async_sessionmaker(aengine)() as session:
+                query = await Note.embeddings.aembed_query(session, "stars and planets")
+                assert isinstance(query, QueryEmbedding)
+                result = await session.execute(
+                    Note.embeddings.hybrid(query, k=2).select().where(Note.topic != "fruit")
+                )
+                return list(result.all())
+        finally:
+            await aengine.dispose()
+
+    rows = asyncio.run(run())
+    assert rows[0].Note.id == 3
+    assert rows[0].Note.title == "Night sky"
+
+
+def test_importing_the_integrations_does_not_import_torch() -> None:
+    code = (
+        "import sys, autoembed.sqlalchemy, autoembed.alembic; "
+        "bad = [m for m in ('torch', 'sentence_transformers', 'celery') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
