@@ -11,8 +11,8 @@
 (``Article.embeddings.Embedding``, a row per chunk, with ``.parent``), its
 searches, and its query embedding. ``article.embeddings`` is that article's
 chunks. ``metadata.create_all()`` creates the vectorizer after the table, and
-``metadata.drop_all()`` drops it first; Alembic autogenerate sees it in
-``table.info``.
+``metadata.drop_all()`` drops it first; Alembic autogenerate compares it
+with the database (``autoembed.alembic``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from autoembed.sqlalchemy import _search
 from autoembed.sqlalchemy._query import Bind, QueryEmbedding, aembed_query, embed_query
 from autoembed.sqlalchemy._spec import (
     DEFAULT_MODEL,
-    INFO_KEY,
     VectorizerSpec,
     create_statement,
+    declare,
     drop_statement,
     table_source,
 )
@@ -110,8 +110,7 @@ class Vectorizer:
     def _bind(self, mapper: orm.Mapper[Any]) -> None:
         """Wire the declaration to its mapped class (once it is mapped)."""
         table = self.table
-        specs: list[VectorizerSpec] = table.info.setdefault(INFO_KEY, [])
-        specs.append(self.spec)
+        declare(table, self.spec)
         event.listen(table, "after_create", self._after_create)
         event.listen(table, "before_drop", self._before_drop)
         embedding = self.Embedding

@@ -10,6 +10,7 @@ its name quoted by the dialect's identifier preparer.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,7 +18,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-INFO_KEY = "autoembed_vectorizers"
 
 # Options of autoembed.create_vectorizer() besides source, columns and name,
 # with their SQL types. Only these names are ever written into SQL text.
@@ -227,6 +227,16 @@ def stored_specs(conn: sa.Connection) -> dict[str, tuple[VectorizerSpec, bool]]:
     return out
 
 
+# Vectorizers declared per table. Not in table.info, which autogenerate
+# would render into create_table().
+_declared: weakref.WeakKeyDictionary[sa.Table, list[VectorizerSpec]] = weakref.WeakKeyDictionary()
+
+
+def declare(table: sa.Table, spec: VectorizerSpec) -> None:
+    """Record that ``table`` has the vectorizer ``spec`` (for autogenerate)."""
+    _declared.setdefault(table, []).append(spec)
+
+
 def declared_specs(metadata: sa.MetaData) -> list[VectorizerSpec]:
     """The vectorizers declared on the tables of ``metadata``."""
-    return [spec for table in metadata.tables.values() for spec in table.info.get(INFO_KEY, [])]
+    return [spec for table in metadata.tables.values() for spec in _declared.get(table, [])]

@@ -1,0 +1,269 @@
+"""autoembed.alembic in a real Alembic environment (``alembic init`` in a
+temporary directory) against a real database: autogenerate emits the
+vectorizer, upgrade applies it, the ORM's rows are embedded and found, a
+second autogenerate finds no drift, a changed declaration autogenerates an
+alter, ``--sql`` renders the operations, downgrade to base removes them."""
+
+from __future__ import annotations
+
+import io
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from autoembed.db import connect, sqlalchemy_url
+from tests.conftest import drain
+
+ENV_PY = """
+import importlib.util, uuid
+import sqlalchemy as sa
+from alembic import context
+import autoembed.alembic
+
+config = context.config
+spec = importlib.util.spec_from_file_location(
+    f"models_{uuid.uuid4().hex}", config.get_main_option("models_path"))
+models = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(models)
+target_metadata = models.Base.metadata
+options = dict(target_metadata=target_metadata, include_object=autoembed.alembic.include_object)
+
+if context.is_offline_mode():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True,
+                      dialect_opts={"paramstyle": "named"}, **options)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    engine = sa.create_engine(config.get_main_option("sqlalchemy.url"), poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+"""
+
+MODELS = """
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from autoembed.sqlalchemy import Vectorizer
+
+class Base(DeclarativeBase):
+    pass
+
+class Product(Base):
+    __tablename__ = "products"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    description: Mapped[str]
+    embeddings = Vectorizer(columns={columns!r}, model="hash:64", chunk_tokens=64, chunk_overlap=8)
+"""
+
+
+def write_models(path: Path, columns: list[str]) -> None:
+    path.write_text(textwrap.dedent(MODELS).format(columns=columns))
+
+
+def load_models(path: Path) -> Any:
+    import importlib.util
+    import uuid
+
+    spec = importlib.util.spec_from_file_location(f"models_{uuid.uuid4().hex}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def alembic_env(tmp_path: Path, db_url: str) -> Config:
+    cfg = Config(str(tmp_path / "alembic.ini"))
+    cfg.set_main_option("script_location", str(tmp_path / "migrations"))
+    command.init(cfg, str(tmp_path / "migrations"))
+    (tmp_path / "migrations" / "env.py").write_text(ENV_PY)
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(db_url))
+    cfg.set_main_option("models_path", str(tmp_path / "models.py"))
+    write_models(tmp_path / "models.py", ["name", "description"])
+    return cfg
+
+
+def autogenerate(cfg: Config, message: str) -> str:
+    """Run `alembic revision --autogenerate`; the new script's upgrade() body."""
+    script = command.revision(cfg, message=message, autogenerate=True)
+    assert script is not None
+    text = Path(script.path).read_text()  # type: ignore[union-attr]
+    return text.split("def upgrade()")[1].split("def downgrade()")[0]
+
+
+def ops(body: str) -> list[str]:
+    return re.findall(r"op\.(\w+)\(", body)
+
+
+def test_autogenerate_upgrade_search_alter_and_downgrade(
+    alembic_env: Config, db_url: str, tmp_path: Path
+) -> None:
+    cfg = alembic_env
+    first = autogenerate(cfg, "products")
+    assert ops(first) == ["create_table", "create_vectorizer"]
+    assert "op.create_vectorizer('products', ['name', 'description'], name='products'" in first
+
+    command.upgrade(cfg, "head")
+    with connect(db_url) as c:
+        assert c.execute(
+            "SELECT columns, model FROM autoembed.vectorizer WHERE name = 'products'"
+        ).fetchone() == (["name", "description"], "hash:64")
+
+    # No drift right after the upgrade: autoembed's tables are not reported,
+    # and the declared vectorizer matches the stored one.
+    assert ops(autogenerate(cfg, "nothing")) == []
+    command.upgrade(cfg, "head")
+
+    # The ORM writes, the worker embeds, the ORM searches.
+    models = load_models(tmp_path / "models.py")
+    Product = models.Product
+    engine = sa.create_engine(sqlalchemy_url(db_url), poolclass=sa.pool.NullPool)
+    with sa.orm.Session(engine) as session:
+        session.add_all(
+            [
+                Product(id=1, name="Trail shoes", description="Running shoes for muddy trails"),
+                Product(id=2, name="Rain jacket", description="Waterproof jacket with a hood"),
+                Product(id=3, name="Camp stove", description="Gas stove for cooking outdoors"),
+            ]
+        )
+        session.commit()
+    assert drain(db_url) is not None
+    with sa.orm.Session(engine) as session:
+        query = Product.embeddings.embed_query(session, "waterproof hood")
+        for hits in (
+            Product.embeddings.semantic(query, k=3),
+            Product.embeddings.bm25(query, k=3),
+            Product.embeddings.hybrid(query, k=3),
+        ):
+            assert session.execute(hits.select()).first().Product.name == "Rain jacket"
+    engine.dispose()
+
+    # A changed declaration autogenerates an alter, which applies and reverses.
+    write_models(tmp_path / "models.py", ["name"])
+    altered = autogenerate(cfg, "name only")
+    assert ops(altered) == ["alter_vectorizer"]
+    assert "columns=['name'], existing_columns=['name', 'description']" in altered
+    command.upgrade(cfg, "head")
+    with connect(db_url) as c:
+        assert c.execute(
+            "SELECT columns FROM autoembed.vectorizer WHERE name = 'products'"
+        ).fetchone() == (["name"],)
+    command.downgrade(cfg, "-1")
+    with connect(db_url) as c:
+        assert c.execute(
+            "SELECT columns FROM autoembed.vectorizer WHERE name = 'products'"
+        ).fetchone() == (["name", "description"],)
+    command.upgrade(cfg, "head")
+
+    # Downgrade to base leaves no vectorizer, no per-vectorizer object, no trigger.
+    command.downgrade(cfg, "base")
+    with connect(db_url) as c:
+        assert c.execute("SELECT count(*) FROM autoembed.vectorizer").fetchone() == (0,)
+        left = c.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'autoembed'::regnamespace "
+            "AND relname LIKE 'products%' UNION ALL "
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'autoembed'::regnamespace "
+            "AND proname LIKE 'products%' UNION ALL "
+            "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'autoembed%'"
+        ).fetchall()
+        assert left == []
+        assert c.execute("SELECT to_regclass('products')").fetchone() == (None,)
+
+
+def test_offline_sql_renders_every_operation(alembic_env: Config, tmp_path: Path) -> None:
+    cfg = alembic_env
+    versions = tmp_path / "migrations" / "versions"
+    (versions / "0001_ops.py").write_text(
+        textwrap.dedent(
+            """
+            from alembic import op
+            import autoembed.alembic  # noqa: F401
+
+            revision = "0001"
+            down_revision = None
+
+            def upgrade():
+                op.create_vectorizer("shop.items", ["title"], name="it's", model="hash:8",
+                                     chunk_tokens=None, ts_config="simple")
+                op.alter_vectorizer("it's", columns=["title", "body"], chunk_tokens=16,
+                                    model="hash:16", paused=True, existing_columns=["title"])
+                op.drop_vectorizer("it's")
+
+            def downgrade():
+                op.alter_vectorizer("it's", paused=False)
+            """
+        )
+    )
+    buffer = io.StringIO()
+    cfg.output_buffer = buffer
+    command.upgrade(cfg, "head", sql=True)
+    sql = buffer.getvalue()
+    assert (
+        """SELECT autoembed.create_vectorizer(CAST('"shop"."items"' AS regclass), """
+        "CAST(ARRAY['title'] AS text[]), name => 'it''s', model => 'hash:8', "
+        "chunk_tokens => NULL, chunk_overlap => 32, ts_config => CAST('simple' AS regconfig))"
+    ) in sql
+    assert "SELECT autoembed.set_model('it''s', 'hash:16', CAST(NULL AS int))" in sql
+    assert "autoembed.set_chunking('it''s', CAST(16 AS int), CAST(NULL AS int))" in sql
+    assert "SELECT autoembed.set_columns('it''s', CAST(ARRAY['title', 'body'] AS text[]))" in sql
+    assert "SELECT autoembed.pause('it''s')" in sql
+    assert "SELECT autoembed.drop_vectorizer('it''s')" in sql
+
+
+def test_install_autoembed_from_an_application_migration(
+    alembic_env: Config, pg_server: Any, tmp_path: Path
+) -> None:
+    """op.install_autoembed() puts autoembed into a database that lacks it,
+    in the application's migration, next to its own version table."""
+    import uuid
+
+    name = f"bare_{uuid.uuid4().hex[:8]}"
+    with connect(pg_server.url) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    try:
+        url = pg_server.url_for(name)
+        cfg = alembic_env
+        cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url))
+        (tmp_path / "migrations" / "versions" / "0001_install.py").write_text(
+            textwrap.dedent(
+                """
+                from alembic import op
+                import autoembed.alembic  # noqa: F401
+
+                revision = "0001"
+                down_revision = None
+
+                def upgrade():
+                    op.install_autoembed()
+                    op.execute("CREATE TABLE pets (id int PRIMARY KEY, name text)")
+                    op.create_vectorizer("pets", ["name"], model="hash:8")
+
+                def downgrade():
+                    op.drop_vectorizer("pets")
+                    op.execute("DROP TABLE pets")
+                    op.uninstall_autoembed()
+                """
+            )
+        )
+        command.upgrade(cfg, "head")
+        with connect(url) as c:
+            assert c.execute("SELECT version_num FROM autoembed.alembic_version").fetchone()
+            assert c.execute("SELECT version_num FROM public.alembic_version").fetchone() == (
+                "0001",
+            )
+            assert c.execute("SELECT name FROM autoembed.vectorizer").fetchall() == [("pets",)]
+        command.downgrade(cfg, "base")
+        with connect(url) as c:
+            assert c.execute("SELECT to_regnamespace('autoembed')").fetchone() == (None,)
+    finally:
+        with connect(pg_server.url) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
