@@ -219,7 +219,7 @@ AS $$
             SELECT sum(s.docs)::float8 AS n, sum(s.length)::float8 / nullif(sum(s.docs), 0) AS avgdl
             FROM autoembed.%2$I AS s WHERE s.model_version_id = $2 AND s.term = ''
         ), weights AS (
-            SELECT q.term, q.qtf * ln(1 + (coll.n - d.df + 0.5) / (d.df + 0.5)) AS w
+            SELECT q.term, q.qtf * ln(1 + (coll.n - d.df + 0.5) / (d.df + 0.5)) AS w, d.df
             FROM q CROSS JOIN coll
             CROSS JOIN LATERAL (
                 SELECT sum(s.docs)::float8 AS df FROM autoembed.%2$I AS s
@@ -250,22 +250,28 @@ END
 $$;
 
 -- SQL text: the exact top K chunks for a query, by MaxScore. Parameters: $1
--- query, $2 model version, $3 k1, $4 b, $5 M (best postings read per term to
--- estimate the threshold), $6 K, $7 the average length the impacts assume.
+-- query, $2 model version, $3 k1, $4 b, $5 M (best postings read per term
+-- for the estimate), $6 K, $7 the average length the impacts assume, $8 B
+-- (postings of the rarest terms read whole for the estimate), $9 alpha,
+-- $10 how many times K chunks the estimate scores exactly.
 --
 --   u(t)   = w(t) * (t's highest impact) * max(1, avgdl / assumed avgdl):
 --            no chunk gets more than u(t) from term t (impacts were computed
 --            with the assumed average length; the scale covers its change);
---   theta  = the K-th best exact score among the most promising chunks of
---            each term's M best postings: the true K-th best is at least theta;
---   non-essential terms: the longest run of lowest u whose sum stays below
---            theta; a chunk holding no other term cannot reach theta.
--- So only chunks holding an essential term (the rarer terms: short posting
--- lists) are candidates, and of those only the ones whose essential part plus
--- the non-essential bounds reaches theta get their non-essential postings
--- looked up. The K best exact scores among them (and any tied with the K-th)
--- are the true top K. Scores are summed in term order with the same
--- expression as a naive full scan, so they are bit-equal to it.
+--   theta  = the K-th best exact score among the most promising chunks seen
+--            in the whole posting lists of the rarest terms (up to B
+--            postings) and the M best postings of every term: a lower bound
+--            of the true K-th best score;
+--   minor terms: the longest run of lowest u whose sum stays below
+--            alpha * theta; a chunk holding no other term cannot reach theta.
+-- So only chunks holding a major term (the rarer terms: short posting lists)
+-- are candidates, and of those only the ones whose major part plus the minor
+-- bounds reaches theta (survivors) get their minor postings looked up. The K
+-- best scores among them (and any tied with the K-th) are the true top K.
+-- Survivors are ranked by an unordered sum first; the few near the top are
+-- then scored in term order with the same expression as a naive full scan,
+-- so their scores are bit-equal to it (float sums in another order differ by
+-- far less than the 1e-9 relative margin kept).
 CREATE OR REPLACE FUNCTION autoembed._bm25_top(v autoembed.vectorizer)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -274,56 +280,69 @@ AS $$
     SELECT format($q$
         WITH %1$s,
         bounds AS (
-            SELECT w.term, w.w,
+            SELECT w.term, w.w, w.df,
                    w.w * greatest(1, coll.avgdl / $7) * (1 + 1e-6) * (
                        SELECT p.impact FROM autoembed.%2$I AS p
                        WHERE p.model_version_id = $2 AND p.term = w.term
                        ORDER BY p.impact DESC LIMIT 1) AS u   -- float4 impacts: allow for rounding
             FROM weights AS w CROSS JOIN coll
-        ), sample AS (
+        ), rare AS (
+            SELECT b.term FROM (
+                SELECT b.term, sum(b.df) OVER (ORDER BY b.df, b.term ROWS UNBOUNDED PRECEDING) AS run,
+                       row_number() OVER (ORDER BY b.df, b.term) AS i
+                FROM bounds AS b) AS b
+            WHERE b.run <= $8 OR b.i = 1
+        ), seen AS (
             SELECT l.chunk_id, sum(w.w * l.impact) AS promise
             FROM weights AS w
             CROSS JOIN LATERAL (
                 SELECT p.chunk_id, p.impact FROM autoembed.%2$I AS p
                 WHERE p.model_version_id = $2 AND p.term = w.term
-                ORDER BY p.impact DESC LIMIT $5) AS l
+                ORDER BY p.impact DESC
+                LIMIT CASE WHEN w.term IN (SELECT term FROM rare) THEN NULL ELSE $5 END) AS l
             GROUP BY l.chunk_id
             ORDER BY promise DESC, l.chunk_id
-            LIMIT 2 * $6
+            LIMIT $10 * $6
         ), sample_exact AS (
-            SELECT sm.chunk_id,
-                   sum(%3$s ORDER BY w.term) AS score
-            FROM sample AS sm CROSS JOIN weights AS w CROSS JOIN coll
-            JOIN autoembed.%2$I AS p
-              ON p.model_version_id = $2 AND p.term = w.term AND p.chunk_id = sm.chunk_id
+            SELECT sm.chunk_id, sum(%3$s) AS score
+            FROM seen AS sm CROSS JOIN weights AS w CROSS JOIN coll
+            CROSS JOIN LATERAL (%4$s sm.chunk_id LIMIT 1) AS p
             GROUP BY sm.chunk_id
         ), theta AS (
+            -- exact up to float rounding, which the margin covers
             SELECT coalesce((SELECT x.score FROM sample_exact AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1), 0)
-                   AS theta
+                   * (1 - 1e-9) AS theta
         ), split AS (
             SELECT b.term, b.u,
-                   sum(b.u) OVER (ORDER BY b.u, b.term ROWS UNBOUNDED PRECEDING) < theta.theta AS minor
+                   sum(b.u) OVER (ORDER BY b.u, b.term ROWS UNBOUNDED PRECEDING) < $9 * theta.theta AS minor
             FROM bounds AS b CROSS JOIN theta
-        ), major_parts AS (
-            SELECT p.chunk_id, w.term, %3$s AS c
+        ), survivors AS (
+            SELECT p.chunk_id, sum(%3$s) AS major
             FROM split AS s JOIN weights AS w ON w.term = s.term CROSS JOIN coll
             JOIN autoembed.%2$I AS p ON p.model_version_id = $2 AND p.term = s.term
             WHERE NOT s.minor
-        ), survivors AS (
-            SELECT mp.chunk_id FROM major_parts AS mp
-            GROUP BY mp.chunk_id
-            HAVING sum(mp.c) + (SELECT coalesce(sum(s.u), 0) FROM split AS s WHERE s.minor)
+            GROUP BY p.chunk_id
+            HAVING sum(%3$s) + (SELECT coalesce(sum(s.u), 0) FROM split AS s WHERE s.minor)
                    >= (SELECT theta FROM theta)
-        ), parts AS (
-            SELECT mp.chunk_id, mp.term, mp.c FROM major_parts AS mp JOIN survivors USING (chunk_id)
-            UNION ALL
-            SELECT sv.chunk_id, w.term, %3$s
-            FROM survivors AS sv CROSS JOIN split AS s JOIN weights AS w ON w.term = s.term CROSS JOIN coll
-            JOIN autoembed.%2$I AS p
-              ON p.model_version_id = $2 AND p.term = s.term AND p.chunk_id = sv.chunk_id
-            WHERE s.minor
+        ), minor_w AS (
+            SELECT w.term, w.w FROM split AS s JOIN weights AS w ON w.term = s.term WHERE s.minor
+        ), approx AS (
+            -- the survivors' minor postings, probed one by one
+            SELECT sv.chunk_id, sv.major + coalesce(sum(%3$s), 0) AS score
+            FROM survivors AS sv CROSS JOIN coll
+            LEFT JOIN minor_w AS w ON true
+            LEFT JOIN LATERAL (%4$s sv.chunk_id LIMIT 1) AS p ON true
+            GROUP BY sv.chunk_id, sv.major
+        ), near AS (
+            SELECT a.chunk_id FROM approx AS a
+            WHERE a.score >= (SELECT x.score FROM approx AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1)
+                             * (1 - 1e-9)
+               OR (SELECT count(*) FROM approx) < $6
         ), exact AS (
-            SELECT chunk_id, sum(c ORDER BY term) AS score FROM parts GROUP BY chunk_id
+            SELECT n.chunk_id, sum(%3$s ORDER BY w.term) AS score
+            FROM near AS n CROSS JOIN weights AS w CROSS JOIN coll
+            CROSS JOIN LATERAL (%4$s n.chunk_id LIMIT 1) AS p
+            GROUP BY n.chunk_id
         )
         -- the K best, and any tied with the K-th (the caller breaks ties by key)
         SELECT coalesce(jsonb_agg(jsonb_build_array(e.chunk_id, e.score)), '[]')
@@ -332,7 +351,10 @@ AS $$
             (SELECT x.score FROM exact AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1), 0)
         $q$,
         autoembed._bm25_weights(v), v.postings_table,
-        'w.w / (1 + $3 * ((1 - $4) / p.tf + $4 * (p.doc_len::float8 / p.tf) / coll.avgdl))')
+        'w.w / (1 + $3 * ((1 - $4) / p.tf + $4 * (p.doc_len::float8 / p.tf) / coll.avgdl))',
+        -- one posting, looked up by (term, chunk): LIMIT keeps it a probe
+        format('SELECT p.tf, p.doc_len FROM autoembed.%I AS p WHERE p.model_version_id = $2 '
+               'AND p.term = w.term AND p.chunk_id = ', v.postings_table))
 $$;
 
 -- The k source rows whose best chunk scores highest for query under BM25.
@@ -362,10 +384,14 @@ BEGIN
         RETURN;
     END IF;
     top_sql := autoembed._bm25_top(v);
-    want := CASE WHEN chunks THEN k ELSE 2 * k + 8 END;
+    -- rows: a few chunks more than k, as a row's second chunk takes no place
+    want := CASE WHEN chunks THEN k ELSE k + 4 END;
     LOOP
         EXECUTE top_sql INTO top
-            USING query, v.active_version_id, v.bm25_k1, v.bm25_b, 30, want, v.bm25_ref_avgdl;
+            -- M 30, B 4000, alpha 0.6, 4K sampled: measured on 100k chunks
+            -- (benchmarks/latency.py), flat within a few ms around these
+            USING query, v.active_version_id, v.bm25_k1, v.bm25_b, 30, want, v.bm25_ref_avgdl,
+                  4000, 0.6, 4;
         -- their rows, best chunk per row, those the caller may see
         EXECUTE autoembed._rank_hits(v, format($q$
                 SELECT %1$s, e.chunk_no, e.chunk, (t.hit ->> 1)::float8 AS score
@@ -379,7 +405,7 @@ BEGIN
             USING top, filter, k;
         -- enough rows, or every matching chunk is in hand
         EXIT WHEN found_rows >= k OR jsonb_array_length(top) < want;
-        want := want * 4;
+        want := want * 2;
     END LOOP;
     RETURN QUERY SELECT * FROM autoembed._unpack_hits(results);
 END
