@@ -415,7 +415,7 @@ $$;
 CREATE OR REPLACE FUNCTION autoembed.hybrid_search(
     name text, query text, k int DEFAULT 10,
     filter jsonb DEFAULT NULL, fusion text DEFAULT 'convex', rrf_k int DEFAULT 60,
-    semantic_weight double precision DEFAULT 0.5, candidates int DEFAULT 100,
+    semantic_weight double precision DEFAULT 0.5, candidates int DEFAULT 20,
     chunks boolean DEFAULT false, normalization text DEFAULT 'spread')
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER

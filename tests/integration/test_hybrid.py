@@ -284,8 +284,15 @@ def test_nothing_embedded_yet_gives_no_results(shared: Conn) -> None:
 def test_k_limits_the_results(shared: Conn) -> None:
     everything = hybrid(shared, k=100)
     assert len(everything) == 40
-    assert hybrid(shared, k=7) == everything[:7]
+    # The same candidates (the fused scores depend on them), fewer rows.
+    assert hybrid(shared, k=7, candidates=100) == everything[:7]
     assert hybrid(shared, k=0) == []
+
+
+def test_by_default_each_branch_contributes_20_candidates_or_k(shared: Conn) -> None:
+    assert hybrid(shared, k=10) == hybrid(shared, k=10, candidates=20)
+    assert hybrid(shared, k=10) != hybrid(shared, k=10, candidates=40)
+    assert hybrid(shared, k=30) == hybrid(shared, k=30, candidates=30)
 
 
 def test_rows_hidden_by_row_level_security_never_appear(
