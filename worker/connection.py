@@ -13,16 +13,31 @@ from autoembed.worker import queue
 _local = threading.local()
 
 
-def worker_connection(url: str) -> psycopg.Connection[Any]:
+def worker_connection(url: str, statement_timeout: float = 0.0) -> psycopg.Connection[Any]:
     conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
     if conn is not None and not conn.closed and conn.info.status == psycopg.pq.ConnStatus.OK:
         return conn
     if conn is not None:
         conn.close()
     conn = connect(url, application_name="autoembed worker")
+    secure_session(conn, statement_timeout)
     queue.prepare(conn)
     _local.conn = conn
     return conn
+
+
+def secure_session(conn: psycopg.Connection[Any], statement_timeout: float = 0.0) -> None:
+    """Make a worker session safe to run whatever the role's settings: every
+    name a worker's SQL leaves unqualified resolves in pg_catalog (never in a
+    schema someone else can create look-alike functions or operators in), and
+    every statement is bounded by ``statement_timeout`` seconds (0 keeps the
+    role's setting)."""
+    conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+    if statement_timeout > 0:
+        conn.execute(
+            "SELECT pg_catalog.set_config('statement_timeout', %s, false)",
+            (f"{round(statement_timeout * 1000)}ms",),
+        )
 
 
 def discard() -> None:

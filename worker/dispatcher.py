@@ -27,6 +27,7 @@ import psycopg
 from autoembed.db import connect
 from autoembed.settings import Settings
 from autoembed.worker import queue
+from autoembed.worker.connection import secure_session
 
 log = logging.getLogger("autoembed.dispatcher")
 
@@ -130,6 +131,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 with connect(self.url, application_name="autoembed dispatcher") as conn:
+                    secure_session(conn, self.settings.statement_timeout)
                     if not self._lead(conn, stop):
                         return
                     self._listen(conn, stop)

@@ -39,6 +39,7 @@ import psycopg
 
 from autoembed.db import connect
 from autoembed.settings import Settings
+from autoembed.worker.connection import secure_session
 from autoembed.worker.embedders import Embedder, load_embedder
 
 log = logging.getLogger("autoembed.query_service")
@@ -88,6 +89,7 @@ class QueryService:
             stop.wait(1.0)
 
     def serve(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
+        secure_session(conn, self.settings.statement_timeout)
         conn.execute("SET synchronous_commit = off")
         conn.execute(f"LISTEN {CHANNEL}")
         self._preload(conn)

@@ -22,7 +22,7 @@ def drain(vectorizer_id: int, continuation: bool = False) -> dict[str, int]:
     work or the task's time budget is spent (then signal a continuation)."""
     url = settings.require_database_url()
     try:
-        conn = worker_connection(url)
+        conn = worker_connection(url, settings.statement_timeout)
         if not continuation:
             queue.drain_started(conn, vectorizer_id)  # the dispatcher counts its signals
         stats = drain_vectorizer(

@@ -223,7 +223,9 @@ BEGIN
     PERFORM autoembed._create_tables(v, vector_schema);
     PERFORM autoembed._create_bm25_tables(v);
     PERFORM autoembed._create_sync_function(v);
+    PERFORM autoembed._create_source_function(v);
     PERFORM autoembed._create_triggers(v);
+    PERFORM autoembed._grant_worker_objects(v, r.role) FROM autoembed._worker_roles() AS r;
 
     IF backfill THEN
         EXECUTE format(

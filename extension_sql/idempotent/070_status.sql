@@ -130,7 +130,7 @@ BEGIN
     FOR v IN SELECT * FROM autoembed.vectorizer AS x WHERE NOT x.paused ORDER BY x.id LOOP
         EXECUTE format('SELECT EXISTS (SELECT 1 FROM autoembed.%I)', v.inbox_table) INTO found_one;
         IF found_one THEN
-            RETURN NEXT v.id;
+            RETURN QUERY SELECT v.id;   -- (pgspot cannot parse RETURN NEXT v.id)
         END IF;
     END LOOP;
 END

@@ -44,3 +44,106 @@ BEGIN
         v.embeddings_table, v.postings_table, v.stats_table, role);
 END
 $$;
+
+-- ------------------------------------------------------------------ workers
+--
+-- Three roles (see README, "Security"):
+--   owner   installs autoembed and creates vectorizers (it owns the source
+--           tables or at least may create triggers on them);
+--   worker  runs `autoembed worker`: no superuser, no privilege on any source
+--           table (it reads them through each vectorizer's SECURITY DEFINER
+--           source reader), only what the queue and the embeddings need;
+--   reader  searches: SELECT on the source table (its RLS applies) and
+--           autoembed.grant_search(name, role).
+-- A worker role is one autoembed.grant_worker(role) was given to: it is
+-- marked by its UPDATE privilege on autoembed.vectorizer.drains_started, and
+-- create_vectorizer() grants each new vectorizer's objects to every such role.
+
+-- The columns of autoembed.vectorizer a worker writes.
+CREATE OR REPLACE FUNCTION autoembed._worker_columns()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'active_version_id, last_error, last_error_at, last_claim_at, drains_started, bm25_ref_avgdl'
+$$;
+
+-- The roles grant_worker() was given to.
+CREATE OR REPLACE FUNCTION autoembed._worker_roles()
+RETURNS TABLE (role regrole)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT DISTINCT a.grantee::regrole
+    FROM pg_attribute AS att CROSS JOIN LATERAL aclexplode(att.attacl) AS a
+    WHERE att.attrelid = 'autoembed.vectorizer'::regclass AND att.attname = 'drains_started'
+      AND a.privilege_type = 'UPDATE' AND a.grantee <> 0
+$$;
+
+-- What a worker role needs of one vectorizer.
+CREATE OR REPLACE FUNCTION autoembed._grant_worker_objects(v autoembed.vectorizer, role regrole)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT SELECT, DELETE ON autoembed.%I TO %s', v.inbox_table, role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON autoembed.%I, autoembed.%I TO %s',
+        v.queue_table, v.postings_table, role);
+    EXECUTE format('GRANT SELECT, INSERT, DELETE ON autoembed.%I, autoembed.%I TO %s',
+        v.embeddings_table, v.stats_table, role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION autoembed.%I(jsonb, boolean) TO %s',
+        autoembed._source_function(v), role);
+END
+$$;
+
+-- Let a role run workers (`autoembed worker`, `autoembed worker --once`, the
+-- query service) for every vectorizer, present and future. Run it as the
+-- owner of autoembed's objects. The role needs no other privilege: in
+-- particular none on the source tables. Give it a statement timeout too:
+--   ALTER ROLE worker SET statement_timeout = '5min';
+CREATE OR REPLACE FUNCTION autoembed.grant_worker(role regrole)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'autoembed: role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    EXECUTE format('GRANT UPDATE (%s) ON autoembed.vectorizer TO %s', autoembed._worker_columns(), role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON autoembed.model_version TO %s', role);
+    EXECUTE format('GRANT SELECT ON autoembed.vectorizer_status TO %s', role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON autoembed.query_cache, autoembed.query_request TO %s',
+        role);
+    FOR v IN SELECT * FROM autoembed.vectorizer AS x ORDER BY x.id LOOP
+        PERFORM autoembed._grant_worker_objects(v, role);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION autoembed.revoke_worker(role regrole)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'autoembed: role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    FOR v IN SELECT * FROM autoembed.vectorizer AS x ORDER BY x.id LOOP
+        EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I, autoembed.%I, autoembed.%I, autoembed.%I FROM %s',
+            v.inbox_table, v.queue_table, v.embeddings_table, v.postings_table, v.stats_table, role);
+        EXECUTE format('REVOKE ALL ON FUNCTION autoembed.%I(jsonb, boolean) FROM %s',
+            autoembed._source_function(v), role);
+    END LOOP;
+    EXECUTE format('REVOKE UPDATE (%s) ON autoembed.vectorizer FROM %s', autoembed._worker_columns(), role);
+    EXECUTE format('REVOKE INSERT, UPDATE ON autoembed.model_version FROM %s', role);
+    EXECUTE format('REVOKE SELECT ON autoembed.vectorizer_status FROM %s', role);
+    EXECUTE format('REVOKE ALL ON autoembed.query_cache, autoembed.query_request FROM %s', role);
+END
+$$;

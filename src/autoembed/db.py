@@ -20,15 +20,39 @@ def connect(url: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Conn
 
 
 def register_vector(conn: psycopg.Connection[Any]) -> bool:
-    """Register pgvector's types; False when the database has no pgvector."""
-    from pgvector.psycopg import register_vector as _register
+    """Register pgvector's types; False when the database has no pgvector.
 
-    row = conn.execute("SELECT to_regtype('vector') IS NOT NULL").fetchone()
+    The types are looked up in the schema pgvector is installed in, never by
+    the session's search_path, so a look-alike ``vector`` type in a schema
+    earlier on the path cannot take their place."""
+    from pgvector.psycopg.bit import register_bit_info
+    from pgvector.psycopg.halfvec import register_halfvec_info
+    from pgvector.psycopg.sparsevec import register_sparsevec_info
+    from pgvector.psycopg.vector import register_vector_info
+    from psycopg.types import TypeInfo
+
+    row = conn.execute(
+        "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension AS e "
+        "JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+        "WHERE e.extname OPERATOR(pg_catalog.=) 'vector'"
+    ).fetchone()
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
         conn.rollback()
-    if not row or not row[0]:
+    if not row:
         return False
-    _register(conn)
+    schema = str(row[0])
+    registrations: list[tuple[str, Any]] = [
+        (f"{schema}.vector", register_vector_info),
+        ("pg_catalog.bit", register_bit_info),
+        (f"{schema}.halfvec", register_halfvec_info),
+        (f"{schema}.sparsevec", register_sparsevec_info),
+    ]
+    for name, register in registrations:
+        info = TypeInfo.fetch(conn, name)
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            conn.rollback()
+        if info is not None:
+            register(conn, info)
     return True
 
 

@@ -62,6 +62,9 @@ class Settings:
     # Distinct chunk texts whose vectors a worker process remembers, so that
     # identical texts are embedded once (0: off).
     embed_cache: int = 0
+    # Seconds any one statement of a worker may run (0: the role's setting).
+    # A hung statement then fails and its rows go back to the queue.
+    statement_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -74,6 +77,7 @@ class Settings:
             ("query_cache_size", self.query_cache_size >= 0, "at least 0"),
             ("query_threads", self.query_threads >= 0, "at least 0"),
             ("embed_cache", self.embed_cache >= 0, "0 or more"),
+            ("statement_timeout", self.statement_timeout >= 0, "0 or more"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -96,6 +100,7 @@ class Settings:
             query_cache_size=_env_int("AUTOEMBED_QUERY_CACHE_SIZE", 10000) or 0,
             query_threads=_env_int("AUTOEMBED_QUERY_THREADS", 1) or 0,
             embed_cache=_env_int("AUTOEMBED_EMBED_CACHE", 0) or 0,
+            statement_timeout=_env_float("AUTOEMBED_STATEMENT_TIMEOUT", 300.0),
         )
 
     def require_database_url(self) -> str:
