@@ -137,3 +137,33 @@ def test_cli_install_prints_the_revision(empty_db: str) -> None:
         row = conn.execute("SELECT version_num FROM autoembed.alembic_version").fetchone()
     assert row is not None
     assert row[0] in done.stdout
+
+
+def test_install_gives_vectorizers_of_an_older_version_their_source_reader(
+    conn: Conn, db_url: str
+) -> None:
+    """Vectorizers created before workers read the source through a reader
+    function get one from the next install, owned by their creator."""
+    from tests.conftest import drain
+
+    conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO docs VALUES (1, 'an older vectorizer')")
+    conn.execute("SELECT autoembed.create_vectorizer('docs', ARRAY['body'], model => 'hash:8')")
+    reader = conn.execute(
+        "SELECT format('autoembed.%I(jsonb, boolean)', autoembed._source_function(v)), "
+        "(SELECT proowner FROM pg_proc WHERE oid = format('autoembed.%I()', v.sync_function)"
+        "::regprocedure) FROM autoembed.vectorizer AS v"
+    ).fetchone()
+    assert reader is not None
+    conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(reader[0])))
+
+    install(db_url)
+
+    row = conn.execute(
+        "SELECT proowner FROM pg_proc WHERE oid = to_regprocedure(%s)", (reader[0],)
+    ).fetchone()
+    assert row == (reader[1],)
+    drain(db_url)
+    assert conn.execute(
+        "SELECT embedded_rows, failed FROM autoembed.vectorizer_status WHERE name = 'docs'"
+    ).fetchone() == (1, 0)
