@@ -186,7 +186,8 @@ def methods(v: Vectorizer, *, sql_text_queries: bool) -> list[Method]:
 
 def text_methods() -> list[Method]:
     """search(text) and hybrid_search(text): the query embedded by a worker,
-    then the same query again (answered from the query-embedding cache)."""
+    then the same query again (answered from the query-embedding cache); the
+    runner forgets the cached embedding before hybrid_search's first call."""
     semantic = _product("search", "%s, %s::text, %s")
     hybrid = _product("hybrid_search", "%s, %s::text, %s")
     text = "sql_text"
