@@ -202,7 +202,8 @@ $$;
 -- vectorizer, callable only by it and the worker roles (grant_worker). So a
 -- worker role needs no privilege on the source table at all, and sees every
 -- row whatever the table's row-level security says (its owner does, unless
--- the table FORCEs row-level security). keys: a JSON array of key objects.
+-- the table FORCEs row-level security). Made anew (owner and grants kept)
+-- when the embedded columns change. keys: a JSON array of key objects.
 --   lock_rows false: each existing row's key and the text to embed;
 --   lock_rows true:  the keys of the existing rows it could lock FOR KEY SHARE
 --                    (skipping rows being deleted or re-keyed), text NULL.
@@ -243,7 +244,7 @@ $f$,
         autoembed._pk_fragment(v, 's.%1$I'),               -- 7
         autoembed._document_expr(v, 's'));                 -- 8
     EXECUTE format($f$
-CREATE FUNCTION autoembed.%1$I(keys jsonb, lock_rows boolean)
+CREATE OR REPLACE FUNCTION autoembed.%1$I(keys jsonb, lock_rows boolean)
 RETURNS TABLE (pk jsonb, document text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp

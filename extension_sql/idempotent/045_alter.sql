@@ -122,6 +122,8 @@ BEGIN
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('autoembed_%s_%s', v.id, op), v.source);
     END LOOP;
     PERFORM autoembed._create_triggers(v);
+    -- The workers read the text through the source reader: it reads the new columns.
+    PERFORM autoembed._create_source_function(v);
     PERFORM autoembed._requeue_all(v);
 END
 $$;
