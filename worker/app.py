@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from autoembed.settings import Settings
+from autoembed.settings import Settings, broker_transport_options
 
 log = logging.getLogger("autoembed.worker")
 
@@ -29,7 +29,7 @@ app = Celery("autoembed")
 app.conf.update(
     broker_url=settings.broker_url,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": 3600},
+    broker_transport_options=broker_transport_options(),
     task_default_queue="autoembed",
     task_ignore_result=True,
     task_acks_late=True,

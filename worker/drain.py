@@ -97,6 +97,13 @@ def drain_vectorizer(
         stats.chunks += result.chunks
         for error in result.errors:
             log.warning("vectorizer %s: row failed: %s", pipe.config.name, error)
+        if result.rejected:
+            log.warning(
+                "vectorizer %s: %d rows not written: their claim expired or was taken over "
+                "(another worker's newer result stands)",
+                pipe.config.name,
+                result.rejected,
+            )
         if progress is not None:
             progress(vectorizer_id, result)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import kombu.exceptions
 import psycopg
 
 from autoembed.worker import queue
@@ -42,7 +43,12 @@ def drain(vectorizer_id: int, continuation: bool = False) -> dict[str, int]:
         discard()
         raise
     if stats.more_work:
-        drain.apply_async(args=(vectorizer_id, True))
+        try:
+            drain.apply_async(args=(vectorizer_id, True))
+        except kombu.exceptions.OperationalError as e:
+            # Broker gone: the work stays queued in Postgres, and the
+            # dispatcher's sweep signals it again once the broker is back.
+            log.warning("broker unavailable, vectorizer %s continues later: %s", vectorizer_id, e)
     if stats.written or stats.failed:
         log.info(
             "vectorizer %s: %d rows embedded (%d chunks), %d failed",

@@ -72,6 +72,15 @@ BEGIN
         last_activity := v.last_claim_at;
         paused := v.paused;
         error := v.last_error;
+        IF error IS NULL AND qc.failed > 0 THEN
+            -- rows that failed for good: say so, with the latest row's error
+            EXECUTE format('SELECT q.last_error FROM autoembed.%I AS q WHERE q.failed_at IS NOT NULL '
+                           'ORDER BY q.failed_at DESC LIMIT 1', v.queue_table)
+                INTO error;
+            error := format('%s rows failed (autoembed.failed_rows(%L) lists them, '
+                            'autoembed.retry_failed(%L) requeues them); the latest: %s',
+                            qc.failed, v.name, v.name, error);
+        END IF;
         RETURN NEXT;
     END LOOP;
 END

@@ -3,6 +3,7 @@ environment (``AUTOEMBED_*``) so Celery's own command line needs no flags."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -31,6 +32,26 @@ def _env_int(name: str, default: int | None) -> int | None:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "1") not in ("0", "false", "no")
+
+
+def broker_transport_options() -> dict[str, object]:
+    """Celery's broker_transport_options: a one-hour visibility timeout (how
+    long Redis waits before it delivers an unacknowledged task message again),
+    updated by the JSON object in AUTOEMBED_BROKER_TRANSPORT_OPTIONS, e.g.
+    ``{"visibility_timeout": 600}``."""
+    options: dict[str, object] = {"visibility_timeout": 3600}
+    raw = os.environ.get("AUTOEMBED_BROKER_TRANSPORT_OPTIONS")
+    if raw:
+        try:
+            extra = json.loads(raw)
+        except ValueError:
+            extra = None
+        if not isinstance(extra, dict):
+            raise ValueError(
+                f"AUTOEMBED_BROKER_TRANSPORT_OPTIONS must be a JSON object, got {raw!r}"
+            )
+        options.update(extra)
+    return options
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from autoembed.db import sqlalchemy_url
-from autoembed.settings import DEFAULT_BROKER_URL, Settings
+from autoembed.settings import DEFAULT_BROKER_URL, Settings, broker_transport_options
 
 
 @pytest.fixture
@@ -130,3 +130,16 @@ def test_out_of_range_settings_are_refused(
     monkeypatch.setenv(var, value)
     with pytest.raises(ValueError, match=field):
         Settings.from_env()
+
+
+def test_broker_transport_options_default_and_override(env: pytest.MonkeyPatch) -> None:
+    assert broker_transport_options() == {"visibility_timeout": 3600}
+    env.setenv("AUTOEMBED_BROKER_TRANSPORT_OPTIONS", '{"visibility_timeout": 5, "x": "y"}')
+    assert broker_transport_options() == {"visibility_timeout": 5, "x": "y"}
+
+
+@pytest.mark.parametrize("raw", ["[1]", "visibility_timeout=5", "3"])
+def test_broker_transport_options_must_be_a_json_object(env: pytest.MonkeyPatch, raw: str) -> None:
+    env.setenv("AUTOEMBED_BROKER_TRANSPORT_OPTIONS", raw)
+    with pytest.raises(ValueError, match="AUTOEMBED_BROKER_TRANSPORT_OPTIONS must be a JSON"):
+        broker_transport_options()
