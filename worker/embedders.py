@@ -59,7 +59,18 @@ class Embedder(Protocol):
 
 # ---------------------------------------------------------------- hashing
 
-_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+# Words are runs of letters and digits; every other non-space character
+# (punctuation, symbols, emoji, underscores, control characters) is a token of
+# its own, so no token joins what PostgreSQL's text search sees as many words.
+_WORD = re.compile(r"[^\W_]+|[^\s\w]|_", re.UNICODE)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _word_vector(word: str, dimensions: int) -> npt.NDArray[np.float32]:
+    seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+    vector = np.random.default_rng(seed).standard_normal(dimensions).astype(np.float32)
+    vector.flags.writeable = False  # shared by every caller
+    return vector
 
 
 class HashingEmbedder:
@@ -86,8 +97,7 @@ class HashingEmbedder:
         return len(self.token_spans(text)) + self.special_tokens
 
     def _word_vector(self, word: str) -> npt.NDArray[np.float32]:
-        seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-        return np.random.default_rng(seed).standard_normal(self.dimensions).astype(np.float32)
+        return _word_vector(word, self.dimensions)
 
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
         delay = float(os.environ.get("AUTOEMBED_HASH_DELAY_MS") or 0)
@@ -108,7 +118,7 @@ class HashingEmbedder:
     def version(self) -> ModelVersion:
         return ModelVersion(
             model=self.name,
-            weights_digest=hashlib.sha256(b"autoembed-hash-v1").hexdigest(),
+            weights_digest=hashlib.sha256(b"autoembed-hash-v2").hexdigest(),
             dimensions=self.dimensions,
             pooling="sum",
             normalized=True,
