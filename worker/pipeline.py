@@ -118,7 +118,30 @@ class Pipeline:
             prepared, vectors = _without(prepared, vectors, set(keys))
         ready = [v for v in vectors if v is not None]
         assert len(ready) == len(prepared.chunks), "every kept chunk has a vector"
-        done = queue.complete(
+        try:
+            done = self._complete(token, prepared, ready)
+        except psycopg.Error as e:
+            if _connection_lost(self.conn, e):
+                raise
+            # The database refused to store something (e.g. a statement
+            # timeout on one huge row): write row by row, so only the rows
+            # it refuses fail, each with the database's error.
+            log.warning(
+                "vectorizer %s: writing a batch failed (%s); writing row by row",
+                self.config.name,
+                _error_text(e),
+            )
+            done = self._complete_one_by_one(token, prepared, ready, result)
+        result.written = done.written
+        result.requeued = done.requeued
+        result.rejected = done.rejected
+        result.chunks = len(prepared.chunks)
+        return result
+
+    def _complete(
+        self, token: uuid.UUID, prepared: Prepared, vectors: list[npt.NDArray[np.float32]]
+    ) -> queue.Completion:
+        return queue.complete(
             self.conn,
             self.config.id,
             token,
@@ -127,13 +150,42 @@ class Pipeline:
             prepared.chunk_item,
             prepared.chunk_no,
             prepared.chunks,
-            ready,
+            vectors,
         )
-        result.written = done.written
-        result.requeued = done.requeued
-        result.rejected = done.rejected
-        result.chunks = len(prepared.chunks)
-        return result
+
+    def _complete_one_by_one(
+        self,
+        token: uuid.UUID,
+        prepared: Prepared,
+        vectors: list[npt.NDArray[np.float32]],
+        result: BatchResult,
+    ) -> queue.Completion:
+        written = requeued = rejected = 0
+        failed: dict[str, str] = {}
+        for item, key in enumerate(prepared.keys):
+            own = [c for c, i in enumerate(prepared.chunk_item) if i == item]
+            one = Prepared(
+                [key],
+                [0] * len(own),
+                [prepared.chunk_no[c] for c in own],
+                [prepared.chunks[c] for c in own],
+            )
+            try:
+                done = self._complete(token, one, [vectors[c] for c in own])
+            except psycopg.Error as e:
+                if _connection_lost(self.conn, e):
+                    raise
+                failed[key] = "writing failed: " + _error_text(e)
+                continue
+            written += done.written
+            requeued += done.requeued
+            rejected += done.rejected
+        if failed:
+            keys = list(failed)
+            queue.fail(self.conn, self.config.id, token, keys, [failed[k] for k in keys])
+            result.failed += len(keys)
+            result.errors = sorted(set(result.errors) | set(failed.values()))[:5]
+        return queue.Completion(written, requeued, rejected)
 
     def _chunk_all(self, claimed: list[queue.Claimed]) -> tuple[Prepared, dict[str, str]]:
         prepared = Prepared([], [], [], [])
@@ -223,6 +275,12 @@ def _without(
             out.chunks.append(prepared.chunks[c])
             out_vectors.append(vectors[c])
     return out, out_vectors
+
+
+def _connection_lost(conn: psycopg.Connection[Any], e: psycopg.Error) -> bool:
+    """The error is the connection's (lost, server shutting down), not the data's."""
+    state = e.sqlstate or ""
+    return conn.closed or not state or state.startswith("08") or state.startswith("57P")
 
 
 def _quietly(fn: Any, *args: Any) -> None:
