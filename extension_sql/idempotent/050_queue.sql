@@ -127,9 +127,14 @@ BEGIN
         USING batch_size, claim_token, lease;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
-        -- work is flowing again: a vectorizer-level error no longer applies
+        -- work is flowing again: a vectorizer-level error no longer applies.
+        -- Bookkeeping only, so it never waits: this transaction holds the
+        -- claimed queue rows, and a completion holding the vectorizer row
+        -- (FOR SHARE) may be waiting for one of them (merging a change to
+        -- it): waiting here would deadlock. A busy row is updated next time.
         UPDATE autoembed.vectorizer AS x SET last_claim_at = now(), last_error = NULL, last_error_at = NULL
-        WHERE x.id = v.id;
+        WHERE x.id = (SELECT y.id FROM autoembed.vectorizer AS y WHERE y.id = v.id
+                      FOR NO KEY UPDATE SKIP LOCKED);
     END IF;
 END
 $$;
