@@ -11,10 +11,12 @@
 --   3. a worker's query service (worker/query_service.py) LISTENs, claims the
 --      requests of model versions it can produce (FOR UPDATE SKIP LOCKED),
 --      embeds them, writes the cache and deletes them in one transaction;
---   4. embed_query() polls for the answer through the same loopback
+--   4. embed_query() waits for the answer through the same loopback
 --      connection, which sees the worker's commit whatever the caller's
---      isolation level, sleeping ~1 ms at first and up to 5 ms, until
---      autoembed.query_timeout (default 5 s), then fails naming what to start.
+--      isolation level: on the claimed request's row lock while the worker
+--      embeds (it wakes at the worker's commit), with short sleeps before
+--      the claim, until autoembed.query_timeout (default 5 s), then fails
+--      naming what to start.
 --
 -- Loopback credentials. dblink lets a non-superuser connect only with a
 -- password from the connection string that the server really asked for (not
@@ -117,6 +119,42 @@ AS $$
             AND r.query = _query_answer.query AND r.error IS NOT NULL) AS a
     ORDER BY a.pref
     LIMIT 1
+$$;
+
+-- Run on the loopback connection: wait up to wait_ms for a worker that has
+-- claimed the request to finish with it, then the answer (if any). A worker
+-- holds the request's advisory lock (autoembed._query_lock) from its claim
+-- until the answer is committed, so waiting for that lock wakes the moment
+-- the answer is there: no polling while the worker embeds. A request not
+-- claimed yet does not block. (Not a row lock: a claim skips locked rows.)
+CREATE OR REPLACE FUNCTION autoembed._await_query_answer(
+    request_id bigint, version_id int, query text, wait_ms int)
+RETURNS TABLE (embedding @extschema:vector@.vector, error text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lock_key int[] := autoembed._query_lock(request_id);
+BEGIN
+    PERFORM set_config('lock_timeout', greatest(wait_ms, 1)::text, true);
+    BEGIN
+        PERFORM pg_advisory_xact_lock_shared(lock_key[1], lock_key[2]);
+    EXCEPTION WHEN lock_not_available THEN
+        NULL;   -- still embedding: the caller checks its deadline and waits again
+    END;
+    RETURN QUERY SELECT a.embedding, a.error
+    FROM autoembed._query_answer(request_id, version_id, query) AS a;
+END
+$$;
+
+-- The advisory lock a worker holds on a request it is answering: the
+-- request table's oid and the request id (wrapped; a shared key only waits).
+CREATE OR REPLACE FUNCTION autoembed._query_lock(request_id bigint)
+RETURNS int[]
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['autoembed.query_request'::regclass::oid::int8::int4, (request_id % 2147483647)::int4]
 $$;
 
 -- Run on the loopback connection: mark a cached query as used.
@@ -304,9 +342,11 @@ BEGIN
         EXECUTE format('SELECT t.id FROM %I.dblink($1, $2) AS t(id bigint)', dbl)
             USING conn, submit INTO request_id;
     END;
-    poll := format('SELECT * FROM autoembed._query_answer(%s::pg_catalog.int8, %s::pg_catalog.int4, %L::pg_catalog.text)',
-                   request_id, v.active_version_id, query);
     LOOP
+        -- wait on the worker's claim (at most 1 s at a time, to check the deadline)
+        poll := format('SELECT * FROM autoembed._await_query_answer(%s::pg_catalog.int8, %s::pg_catalog.int4, %L::pg_catalog.text, %s)',
+                       request_id, v.active_version_id, query,
+                       least(1000, greatest(1, ceil(extract(epoch FROM deadline - clock_timestamp()) * 1000)))::int);
         EXECUTE format('SELECT t.embedding, t.error FROM %I.dblink($1, $2) AS t(embedding @extschema:vector@.vector, error text)', dbl)
             USING conn, poll INTO embedding, error;
         IF embedding IS NOT NULL THEN
@@ -329,8 +369,8 @@ BEGIN
                           || 'query-server --db URL. Workers with AUTOEMBED_QUERY_SERVICE=0 do not answer. '
                           || 'SET autoembed.query_timeout = ''30s'' waits longer (while a worker loads its model).';
         END IF;
-        -- ~1 ms sleeps at first (pg_sleep's granularity), growing with the
-        -- wait to 5 ms: an answer is seen within a few percent of its time.
+        -- Not claimed yet: ~1 ms sleeps at first (pg_sleep's granularity),
+        -- growing with the wait to 5 ms.
         PERFORM pg_sleep(least(greatest(extract(epoch FROM now_ts - started) / 10, 0.0005), 0.005,
                                extract(epoch FROM deadline - now_ts)));
     END LOOP;
@@ -606,6 +646,9 @@ BEGIN
         DELETE FROM autoembed.query_request AS r WHERE r.id IN (SELECT h.id FROM hit AS h)
     )
     SELECT c.id, c.model_version_id, c.query FROM claimed AS c
+    -- held until the answer commits: the asking session waits on it
+    CROSS JOIN LATERAL autoembed._query_lock(c.id) AS k(lock_key)
+    CROSS JOIN LATERAL (SELECT pg_advisory_xact_lock(k.lock_key[1], k.lock_key[2])) AS l
     WHERE c.id NOT IN (SELECT h.id FROM hit AS h)
     ORDER BY c.id;
 END
