@@ -16,7 +16,13 @@ _local = threading.local()
 def worker_connection(url: str, statement_timeout: float = 0.0) -> psycopg.Connection[Any]:
     conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
     if conn is not None and not conn.closed and conn.info.status == psycopg.pq.ConnStatus.OK:
-        return conn
+        try:
+            # A connection whose server restarted looks fine until used: one
+            # round trip per task finds out, instead of failing the task.
+            conn.execute("SELECT 1")
+            return conn
+        except psycopg.OperationalError:
+            pass
     if conn is not None:
         conn.close()
     conn = connect(url, application_name="autoembed worker")

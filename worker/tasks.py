@@ -22,10 +22,12 @@ def drain(vectorizer_id: int, continuation: bool = False) -> dict[str, int]:
     """Claim and embed batches of the vectorizer until it has no claimable
     work or the task's time budget is spent (then signal a continuation)."""
     url = settings.require_database_url()
+    started = continuation
     try:
         conn = worker_connection(url, settings.statement_timeout)
         if not continuation:
             queue.drain_started(conn, vectorizer_id)  # the dispatcher counts its signals
+            started = True
         stats = drain_vectorizer(
             conn, vectorizer_id, settings, deadline=time.monotonic() + settings.task_seconds
         )
@@ -37,18 +39,21 @@ def drain(vectorizer_id: int, continuation: bool = False) -> dict[str, int]:
         log.warning("vectorizer %s: %s", vectorizer_id, e.diag.message_primary or e)
         return {"written": 0, "failed": 0}
     except psycopg.OperationalError as e:
-        # Database gone or restarting: the rows stay queued; the sweep (or
-        # the continuation below, once it reconnects) picks them up again.
-        log.warning("database unavailable while draining vectorizer %s: %s", vectorizer_id, e)
+        # Database gone or restarting: the rows stay queued. Try again in a
+        # moment on a new connection, so the signal is not lost (the
+        # dispatcher would count it as waiting in the broker until
+        # redeliver_seconds); the sweep is the backstop.
+        log.warning(
+            "database unavailable while draining vectorizer %s (again in %.0f s): %s",
+            vectorizer_id,
+            DB_RETRY_SECONDS,
+            e,
+        )
         discard()
-        raise
+        _send(vectorizer_id, started, countdown=DB_RETRY_SECONDS)
+        return {"written": 0, "failed": 0}
     if stats.more_work:
-        try:
-            drain.apply_async(args=(vectorizer_id, True))
-        except kombu.exceptions.OperationalError as e:
-            # Broker gone: the work stays queued in Postgres, and the
-            # dispatcher's sweep signals it again once the broker is back.
-            log.warning("broker unavailable, vectorizer %s continues later: %s", vectorizer_id, e)
+        _send(vectorizer_id, True)
     if stats.written or stats.failed:
         log.info(
             "vectorizer %s: %d rows embedded (%d chunks), %d failed",
@@ -58,6 +63,19 @@ def drain(vectorizer_id: int, continuation: bool = False) -> dict[str, int]:
             stats.failed,
         )
     return {"written": stats.written, "failed": stats.failed}
+
+
+# Seconds a drain task waits before trying again when the database is away.
+DB_RETRY_SECONDS = 2.0
+
+
+def _send(vectorizer_id: int, continuation: bool, countdown: float | None = None) -> None:
+    try:
+        drain.apply_async(args=(vectorizer_id, continuation), countdown=countdown)
+    except kombu.exceptions.OperationalError as e:
+        # Broker gone: the work stays queued in Postgres, and the
+        # dispatcher's sweep signals it again once the broker is back.
+        log.warning("broker unavailable, vectorizer %s continues later: %s", vectorizer_id, e)
 
 
 def signal(vectorizer_id: int) -> None:

@@ -68,7 +68,7 @@ def table() -> str:
         "| scenario | rows | faults | to quiescence | missing | stale | duplicated | notes |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for f in RESULTS:
+    for f in sorted(RESULTS, key=lambda f: f.scenario):
         notes = ", ".join(f"{k} {v}" for k, v in f.extra.items())
         lines.append(
             f"| {f.scenario} | {f.rows:,} | {f.faults} {f.fault_kind} | "
@@ -79,14 +79,24 @@ def table() -> str:
 
 
 def write_report() -> Path:
+    """Write this run's figures to the report, keeping the other scenarios'
+    figures from earlier runs (scripts/faults -k poison updates one row)."""
     REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
+    scenarios: dict[str, dict[str, Any]] = {}
+    if REPORT_PATH.exists():
+        for old in json.loads(REPORT_PATH.read_text()).get("scenarios", []):
+            scenarios[old["scenario"]] = old
+    for f in RESULTS:
+        scenarios[f.scenario] = {
+            **asdict(f),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
     REPORT_PATH.write_text(
         json.dumps(
             {
-                "full": FULL,
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": "scripts/faults",
                 "cpus": os.cpu_count(),
-                "scenarios": [asdict(f) for f in RESULTS],
+                "scenarios": [scenarios[k] for k in sorted(scenarios)],
             },
             indent=2,
         )
