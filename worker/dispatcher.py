@@ -43,6 +43,8 @@ class _Signals:
     started: int = 0  # drains_started last seen
     clock: float = 0.0  # when a signalled drain last started (or signals began waiting)
     last_sent_at: float = -math.inf
+    short: bool = False  # the last decision found fewer drains than wanted
+    live: int | None = None  # live claims at the last decision
 
 
 class Coalescer:
@@ -52,7 +54,9 @@ class Coalescer:
     database (``drains_started``). Signals sent but not yet started are still
     waiting in the broker, so a vectorizer gets
     ``min(parallelism, ceil(claimable / batch_size)) - live claims - waiting``
-    more, at most once per ``debounce`` seconds. Signals that wait
+    more, at most once per ``debounce`` seconds (a shortfall that comes from
+    fewer live claims than last time only when the next look finds it too).
+    Signals that wait
     ``redeliver_after`` seconds with no drain starting meanwhile are presumed
     lost (broker flushed, message dropped) and are sent again.
     """
@@ -97,14 +101,20 @@ class Coalescer:
         out: dict[int, int] = {}
         for w in work:
             s = self._observe(w, now)
+            # A shortfall made by fewer live claims than at the last look is
+            # topped up only if the next look finds it too: a drain between
+            # two batches holds no claim for a moment.
+            dipped = s.live is not None and w.live_claims < s.live
+            s.live = w.live_claims
             if w.claimable <= 0 or now - s.last_sent_at < self.debounce:
                 continue
             wanted = min(self.parallelism, math.ceil(w.claimable / self.batch_size))
             n = wanted - w.live_claims - self.waiting(w.vectorizer_id)
-            if n > 0:
+            if n > 0 and (not dipped or s.short):
                 out[w.vectorizer_id] = n
                 s.sent += n
                 s.last_sent_at = now
+            s.short = n > 0 and w.vectorizer_id not in out
         return out
 
 

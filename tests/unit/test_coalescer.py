@@ -61,8 +61,10 @@ def test_a_started_drain_frees_a_slot() -> None:
     c = Coalescer(parallelism=2, batch_size=16, debounce=0.25, redeliver_after=60)
     assert c.decide([work(started=0)], 0.0) == {1: 2}
     assert c.decide([work(live=1, started=1)], 1.0) == {}  # one running, one waiting
-    # both started and finished; new work arrives
-    assert c.decide([work(live=0, started=2)], 2.0) == {1: 2}
+    # both started and finished; new work arrives: a dip in live claims is
+    # believed at the second look
+    assert c.decide([work(live=0, started=2)], 2.0) == {}
+    assert c.decide([work(live=0, started=2)], 2.5) == {1: 2}
 
 
 def test_signals_are_debounced() -> None:
@@ -94,9 +96,23 @@ def test_drains_started_by_others_never_make_waiting_negative() -> None:
     # an earlier dispatcher's signals started too
     assert c.decide([work(live=4, started=10)], 1.0) == {}
     assert c.waiting(1) == 0
-    assert c.decide([work(live=0, started=10)], 2.0) == {1: 4}
+    assert c.decide([work(live=0, started=10)], 2.0) == {}
+    assert c.decide([work(live=0, started=10)], 2.5) == {1: 4}
 
 
 def test_parallelism_and_batch_size_are_at_least_one() -> None:
     c = Coalescer(parallelism=0, batch_size=0)
     assert c.decide([work(claimable=5)], 0.0) == {1: 1}
+
+
+def test_a_drain_between_two_batches_is_not_topped_up() -> None:
+    """One worker drains with 3 signals waiting: for a moment between two
+    batches it holds no claim. That alone sends nothing; a shortfall that
+    lasts (a drain ended while work remains) is topped up at the next look."""
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60)
+    assert c.decide([work(claimable=1000)], 0.0) == {1: 4}
+    assert c.decide([work(claimable=1000, live=1, started=1)], 0.5) == {}
+    assert c.decide([work(claimable=1000, live=0, started=1)], 1.0) == {}  # between batches
+    assert c.decide([work(claimable=1000, live=1, started=1)], 1.5) == {}
+    assert c.decide([work(claimable=1000, live=0, started=4)], 2.0) == {}  # all 4 ran and ended
+    assert c.decide([work(claimable=1000, live=0, started=4)], 2.5) == {1: 4}
