@@ -37,6 +37,64 @@ BEGIN
 END
 $$;
 
+-- Check that columns names text columns of source.
+CREATE OR REPLACE FUNCTION autoembed._check_columns(source regclass, columns text[])
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col text;
+    att record;
+BEGIN
+    IF columns IS NULL OR cardinality(columns) = 0 THEN
+        RAISE EXCEPTION 'autoembed: columns must name at least one text column of %', source
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF array_position(columns, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'autoembed: columns must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF (SELECT count(DISTINCT c) FROM unnest(columns) AS c) <> cardinality(columns) THEN
+        RAISE EXCEPTION 'autoembed: columns % names a column twice', columns USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY columns LOOP
+        SELECT format_type(a.atttypid, a.atttypmod) AS typname, t.typcategory INTO att
+        FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid
+        WHERE a.attrelid = source AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'autoembed: column "%" does not exist in table %', col, source
+                USING ERRCODE = 'undefined_column';
+        END IF;
+        IF att.typcategory <> 'S' THEN
+            RAISE EXCEPTION 'autoembed: column "%" of table % has type %, not a text type', col, source, att.typname
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'Embed text, varchar or char columns; add a generated text column to embed anything else.';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Check chunk_tokens (NULL: the model's maximum) and chunk_overlap for a
+-- model whose maximum sequence length is max_len (NULL: unknown).
+DROP FUNCTION IF EXISTS autoembed._check_chunking(text, int, int, int);
+CREATE OR REPLACE FUNCTION autoembed._check_chunking(max_len int, chunk_tokens int, chunk_overlap int)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF chunk_tokens IS NOT NULL AND (chunk_tokens < 8 OR chunk_tokens > coalesce(max_len, chunk_tokens)) THEN
+        RAISE EXCEPTION 'autoembed: chunk_tokens must be between 8 and the model''s maximum sequence length (%), got %',
+            max_len, chunk_tokens USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF chunk_overlap IS NULL OR chunk_overlap < 0
+            OR chunk_overlap * 2 >= coalesce(chunk_tokens, max_len, 2147483647) THEN
+        RAISE EXCEPTION 'autoembed: chunk_overlap must be at least 0 and less than half of chunk_tokens, got %',
+            chunk_overlap USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION autoembed.create_vectorizer(
     source regclass,
     columns text[],
@@ -62,7 +120,6 @@ DECLARE
     pk_cols      text[];
     pk_typs      text[];
     col          text;
-    att          record;
     vname        text;
     resolved     record;
     vector_schema name;
@@ -113,30 +170,7 @@ BEGIN
                       || 'source_seq, embedded_at, chunk_id.';
     END IF;
 
-    IF columns IS NULL OR cardinality(columns) = 0 THEN
-        RAISE EXCEPTION 'autoembed: columns must name at least one text column of %', source
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF array_position(columns, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'autoembed: columns must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF (SELECT count(DISTINCT c) FROM unnest(columns) AS c) <> cardinality(columns) THEN
-        RAISE EXCEPTION 'autoembed: columns % names a column twice', columns USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOREACH col IN ARRAY columns LOOP
-        SELECT a.atttypid, format_type(a.atttypid, a.atttypmod) AS typname, t.typcategory INTO att
-        FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid
-        WHERE a.attrelid = source AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'autoembed: column "%" does not exist in table %', col, source
-                USING ERRCODE = 'undefined_column';
-        END IF;
-        IF att.typcategory <> 'S' THEN
-            RAISE EXCEPTION 'autoembed: column "%" of table % has type %, not a text type', col, source, att.typname
-                USING ERRCODE = 'datatype_mismatch',
-                      HINT = 'Embed text, varchar or char columns; add a generated text column to embed anything else.';
-        END IF;
-    END LOOP;
+    PERFORM autoembed._check_columns(source, columns);
 
     vname := coalesce(name, rel.relname::text);
     IF btrim(vname) = '' THEN
@@ -151,16 +185,7 @@ BEGIN
 
     SELECT * INTO resolved FROM autoembed._resolve_model(model, dimensions);
 
-    IF chunk_tokens IS NOT NULL AND (chunk_tokens < 8
-            OR chunk_tokens > coalesce(resolved.model_max_seq_length, chunk_tokens)) THEN
-        RAISE EXCEPTION 'autoembed: chunk_tokens must be between 8 and the model''s maximum sequence length (%), got %',
-            resolved.model_max_seq_length, chunk_tokens USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF chunk_overlap IS NULL OR chunk_overlap < 0
-            OR chunk_overlap * 2 >= coalesce(chunk_tokens, resolved.model_max_seq_length, 2147483647) THEN
-        RAISE EXCEPTION 'autoembed: chunk_overlap must be at least 0 and less than half of chunk_tokens, got %', chunk_overlap
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM autoembed._check_chunking(resolved.model_max_seq_length, chunk_tokens, chunk_overlap);
     IF ts_config IS NULL THEN
         RAISE EXCEPTION 'autoembed: ts_config must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

@@ -8,63 +8,6 @@
 -- two models are never mixed, and the old model's vectors are dropped.
 -- pause(name) / resume(name) are in 040_vectorizer.sql.
 
--- Check that columns names text columns of source (as create_vectorizer does).
-CREATE OR REPLACE FUNCTION autoembed._check_columns(source regclass, columns text[])
-RETURNS void
-LANGUAGE plpgsql STABLE SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    col text;
-    att record;
-BEGIN
-    IF columns IS NULL OR cardinality(columns) = 0 THEN
-        RAISE EXCEPTION 'autoembed: columns must name at least one text column of %', source
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF array_position(columns, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'autoembed: columns must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF (SELECT count(DISTINCT c) FROM unnest(columns) AS c) <> cardinality(columns) THEN
-        RAISE EXCEPTION 'autoembed: columns % names a column twice', columns USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOREACH col IN ARRAY columns LOOP
-        SELECT format_type(a.atttypid, a.atttypmod) AS typname, t.typcategory INTO att
-        FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid
-        WHERE a.attrelid = source AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'autoembed: column "%" does not exist in table %', col, source
-                USING ERRCODE = 'undefined_column';
-        END IF;
-        IF att.typcategory <> 'S' THEN
-            RAISE EXCEPTION 'autoembed: column "%" of table % has type %, not a text type', col, source, att.typname
-                USING ERRCODE = 'datatype_mismatch';
-        END IF;
-    END LOOP;
-END
-$$;
-
--- Check chunk_tokens (NULL: the model's maximum) and chunk_overlap for a model.
-CREATE OR REPLACE FUNCTION autoembed._check_chunking(model text, dimensions int, chunk_tokens int, chunk_overlap int)
-RETURNS void
-LANGUAGE plpgsql STABLE SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    max_len int := (autoembed._resolve_model(model, dimensions)).model_max_seq_length;
-BEGIN
-    IF chunk_tokens IS NOT NULL AND (chunk_tokens < 8 OR chunk_tokens > coalesce(max_len, chunk_tokens)) THEN
-        RAISE EXCEPTION 'autoembed: chunk_tokens must be between 8 and the model''s maximum sequence length (%), got %',
-            max_len, chunk_tokens USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF chunk_overlap IS NULL OR chunk_overlap < 0
-            OR chunk_overlap * 2 >= coalesce(chunk_tokens, max_len, 2147483647) THEN
-        RAISE EXCEPTION 'autoembed: chunk_overlap must be at least 0 and less than half of chunk_tokens, got %',
-            chunk_overlap USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-END
-$$;
-
 -- The vectorizer, its catalog row locked against concurrent changes.
 CREATE OR REPLACE FUNCTION autoembed._vectorizer_for_update(vectorizer_name text)
 RETURNS autoembed.vectorizer
@@ -139,7 +82,8 @@ DECLARE
     v autoembed.vectorizer := autoembed._vectorizer_for_update(name);
 BEGIN
     chunk_overlap := coalesce(chunk_overlap, v.chunk_overlap);
-    PERFORM autoembed._check_chunking(v.model, v.dimensions, chunk_tokens, chunk_overlap);
+    PERFORM autoembed._check_chunking(
+        (autoembed._resolve_model(v.model, v.dimensions)).model_max_seq_length, chunk_tokens, chunk_overlap);
     IF v.chunk_tokens IS NOT DISTINCT FROM chunk_tokens AND v.chunk_overlap = chunk_overlap THEN
         RETURN;
     END IF;
@@ -165,8 +109,7 @@ DECLARE
     vector_schema name;
 BEGIN
     SELECT * INTO resolved FROM autoembed._resolve_model(model, dimensions);
-    PERFORM autoembed._check_chunking(resolved.model_name, resolved.model_dimensions,
-                                      v.chunk_tokens, v.chunk_overlap);
+    PERFORM autoembed._check_chunking(resolved.model_max_seq_length, v.chunk_tokens, v.chunk_overlap);
     IF v.index_method = 'hnsw' AND resolved.model_dimensions > 2000 THEN
         RAISE EXCEPTION 'autoembed: an hnsw index holds at most 2000 dimensions; model "%" has %',
             resolved.model_name, resolved.model_dimensions USING ERRCODE = 'invalid_parameter_value';
