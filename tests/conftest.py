@@ -49,6 +49,9 @@ def template_url(pg_server: EmbeddedPostgres) -> str:
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     url = pg_server.url_for(TEMPLATE)
     install(url)
+    with connect(url) as conn:
+        # Version ids far from vectorizer ids: code that mixes them up fails.
+        conn.execute("ALTER TABLE autoembed.vectorizer_version ALTER COLUMN id RESTART WITH 101")
     return url
 
 

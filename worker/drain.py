@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -32,6 +32,9 @@ class DrainStats:
     rejected: int = 0
     chunks: int = 0
     more_work: bool = False
+    # versions this process cannot embed (their model will not load here, or
+    # they are bound to another model version): id -> why
+    unavailable: dict[int, str] = field(default_factory=dict)
 
 
 def default_batch_size(embedder: Embedder) -> int:
@@ -40,33 +43,81 @@ def default_batch_size(embedder: Embedder) -> int:
 
 
 def pipeline_for(
-    conn: psycopg.Connection[Any], vectorizer_id: int, settings: Settings
-) -> Pipeline | None:
-    """A pipeline for the vectorizer, or None when it is gone or paused.
-    Raises VectorizerUnavailable (after recording why) when its model cannot run."""
-    config = queue.vectorizer(conn, vectorizer_id)
-    if config is None or config.paused:
-        return None
+    conn: psycopg.Connection[Any],
+    config: queue.VectorizerConfig,
+    version: queue.VersionConfig,
+    settings: Settings,
+) -> Pipeline:
+    """A pipeline for one version. Raises VectorizerUnavailable (after
+    recording why on the version) when this process cannot embed it."""
     try:
-        embedder = load_embedder(config.model, settings.device, settings.embed_cache)
-        version = embedder.version()
-        version_id = queue.register_version(conn, version)
-        if config.active_version_id is not None and config.active_version_id != version_id:
+        embedder = load_embedder(version.model, settings.device, settings.embed_cache)
+        mine = embedder.version()
+        model_version_id = queue.register_version(conn, mine)
+        if version.model_version_id is not None and version.model_version_id != model_version_id:
             raise VectorizerUnavailable(
-                f"vectorizer {config.name!r} is embedded with model version id "
-                f"{config.active_version_id}, but this worker loads {version.tag} (id {version_id})"
+                f"version {version.ordinal} of vectorizer {config.name!r} is embedded with model "
+                f"version id {version.model_version_id}, but this worker loads {mine.tag} "
+                f"(id {model_version_id})"
             )
         return Pipeline(
             conn,
             config,
+            version,
             embedder,
-            version_id,
+            model_version_id,
             settings.batch_size or default_batch_size(embedder),
             settings.lease_seconds,
         )
     except (ModelLoadError, VectorizerUnavailable) as e:
-        queue.report_error(conn, vectorizer_id, str(e))
+        queue.report_error(conn, version.id, str(e))
         raise VectorizerUnavailable(str(e)) from e
+
+
+class Scheduler:
+    """Which version of a vectorizer a drain claims from next, and how much.
+
+    Fresh changes go first: the active version is tried first, except that
+    while it has work, the other versions (a campaign's, the ready and
+    retired ones kept current) get ``share`` of the batches, so a campaign
+    is never starved either. Without fresh work they get every batch. Their
+    batches are sized to take about ``batch_seconds`` (from the rows per
+    second this drain measured), so fresh work that arrives meanwhile waits
+    at most that long for the worker.
+    """
+
+    def __init__(self, share: float, batch_seconds: float) -> None:
+        self.share = share
+        self.batch_seconds = batch_seconds
+        self.credit = 0.0  # background batches owed
+        self._seconds_per_row: dict[int, float] = {}
+
+    def order(self, versions: list[queue.VersionConfig]) -> list[queue.VersionConfig]:
+        active = [v for v in versions if v.state == "active"]
+        others = [v for v in versions if v.state != "active"]
+        return others + active if self.credit >= 1 else active + others
+
+    def batch_size(self, version: queue.VersionConfig, default: int) -> int:
+        if version.state == "active":
+            return default
+        per_row = self._seconds_per_row.get(version.id)
+        if per_row is None:
+            return min(default, 4)
+        return max(1, min(default, round(self.batch_seconds / per_row)))
+
+    def record(self, version: queue.VersionConfig, rows: int, seconds: float) -> None:
+        if version.state == "active":
+            if self.share >= 1:
+                self.credit = 1.0
+            elif self.share > 0:
+                self.credit = min(1.0, self.credit + self.share / (1 - self.share))
+            return
+        if self.credit >= 1:
+            self.credit -= 1
+        if rows > 0:
+            measured = seconds / rows
+            old = self._seconds_per_row.get(version.id)
+            self._seconds_per_row[version.id] = measured if old is None else 0.5 * (old + measured)
 
 
 def drain_vectorizer(
@@ -76,36 +127,88 @@ def drain_vectorizer(
     deadline: float | None = None,
     progress: Progress | None = None,
 ) -> DrainStats:
-    """Run batches until nothing is claimable or ``deadline`` (monotonic) passes."""
+    """Run batches of every version of the vectorizer until nothing is
+    claimable or ``deadline`` (monotonic) passes. Raises VectorizerUnavailable
+    when this process cannot embed the active version."""
     stats = DrainStats()
-    pipe = pipeline_for(conn, vectorizer_id, settings)
-    if pipe is None:
+    config = queue.vectorizer(conn, vectorizer_id)
+    if config is None or config.paused:
         return stats
+    scheduler = Scheduler(settings.campaign_share, settings.campaign_batch_seconds)
+    pipes: dict[int, Pipeline] = {}
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             stats.more_work = True
-            _maybe_compact(conn, pipe.config, stats)
+            _maybe_compact(conn, config, stats)
             return stats
-        result = pipe.run_batch()
-        if result.claimed == 0:
-            _maybe_compact(conn, pipe.config, stats)
+        versions = queue.versions(conn, vectorizer_id)
+        ran = None
+        for version in scheduler.order(versions):
+            pipe = _pipe(conn, config, version, settings, pipes, stats)
+            if pipe is None:
+                continue
+            pipe.version = version  # its state may have changed
+            started = time.monotonic()
+            try:
+                result = pipe.run_batch(scheduler.batch_size(version, pipe.batch_size))
+            except (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedTable):
+                # dropped meanwhile (cancel_campaign, drop_version, gc_versions)
+                pipes.pop(version.id, None)
+                continue
+            if result.claimed:
+                scheduler.record(
+                    version, result.written + result.failed, time.monotonic() - started
+                )
+                ran = (pipe, result)
+                break
+        if ran is None:
+            if any(v.state == "building" for v in versions):
+                queue.finish_campaign(conn, vectorizer_id)
+            _maybe_compact(conn, config, stats)
             return stats
+        pipe, result = ran
         stats.batches += 1
         stats.written += result.written
         stats.failed += result.failed
         stats.rejected += result.rejected
         stats.chunks += result.chunks
+        name = f"{config.name} v{pipe.version.ordinal}"
         for error in result.errors:
-            log.warning("vectorizer %s: row failed: %s", pipe.config.name, error)
+            log.warning("vectorizer %s: row failed: %s", name, error)
         if result.rejected:
             log.warning(
                 "vectorizer %s: %d rows not written: their claim expired or was taken over "
                 "(another worker's newer result stands)",
-                pipe.config.name,
+                name,
                 result.rejected,
             )
         if progress is not None:
             progress(vectorizer_id, result)
+
+
+def _pipe(
+    conn: psycopg.Connection[Any],
+    config: queue.VectorizerConfig,
+    version: queue.VersionConfig,
+    settings: Settings,
+    pipes: dict[int, Pipeline],
+    stats: DrainStats,
+) -> Pipeline | None:
+    """The drain's pipeline for a version; None when this process cannot
+    embed it (raised for the active version: the vectorizer cannot serve)."""
+    if version.id in pipes:
+        return pipes[version.id]
+    if version.id in stats.unavailable:
+        return None
+    try:
+        pipes[version.id] = pipeline_for(conn, config, version, settings)
+    except VectorizerUnavailable as e:
+        if version.state == "active":
+            raise
+        stats.unavailable[version.id] = str(e)
+        log.error("%s", e)
+        return None
+    return pipes[version.id]
 
 
 # BM25 statistics are written as deltas; folding them keeps queries fast. A
@@ -135,9 +238,9 @@ def drain_all(
     progress: Progress | None = None,
     poll_seconds: float = 0.5,
 ) -> DrainStats:
-    """Drain every vectorizer until none has pending work; rows waiting out a
-    retry backoff are waited for. Vectorizers whose model cannot run are
-    reported and skipped."""
+    """Drain every vectorizer (every version) until none has pending work;
+    rows waiting out a retry backoff are waited for. Vectorizers with a
+    version this process cannot embed are reported and not waited for."""
     total = DrainStats()
     broken: set[int] = set()
     while True:
@@ -150,21 +253,19 @@ def drain_all(
                 log.error("%s", e)
                 broken.add(vid)
                 continue
+            if s.unavailable:
+                broken.add(vid)
             total.batches += s.batches
             total.written += s.written
             total.failed += s.failed
             total.rejected += s.rejected
             total.chunks += s.chunks
+            total.unavailable.update(s.unavailable)
         waiting = {
             vid: p
             for vid, (p, _failed) in queue.pending(conn).items()
-            if p > 0 and vid not in broken and not _paused(conn, vid)
+            if p > 0 and vid not in broken
         }
         if not waiting:
             return total
         time.sleep(poll_seconds)
-
-
-def _paused(conn: psycopg.Connection[Any], vectorizer_id: int) -> bool:
-    config = queue.vectorizer(conn, vectorizer_id)
-    return config is None or config.paused

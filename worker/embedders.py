@@ -256,12 +256,25 @@ class SentenceTransformerEmbedder:
         return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
 
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """One vector per text, the same whatever texts it comes with: texts
+        are embedded in groups of equal token count, so none is ever padded
+        (padding changes a vector's last bits)."""
         batch = 128 if self.device.startswith("cuda") else 32
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        groups: dict[int, list[int]] = {}
+        for i, text in enumerate(texts):
+            length = min(self.count_tokens(text), self.max_seq_length)
+            groups.setdefault(length, []).append(i)
         with self._lock:
-            out = self.model.encode(
-                texts, batch_size=batch, convert_to_numpy=True, show_progress_bar=False
-            )
-        return np.asarray(out, dtype=np.float32)
+            for rows in groups.values():
+                vectors = self.model.encode(
+                    [texts[i] for i in rows],
+                    batch_size=batch,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                out[rows] = np.asarray(vectors, dtype=np.float32)
+        return out
 
     def version(self) -> ModelVersion:
         pooling, normalized = self._pooling()

@@ -52,26 +52,30 @@ def _error_text(e: BaseException) -> str:
 
 
 class Pipeline:
-    """Processes batches of one vectorizer with one embedder on one connection."""
+    """Processes batches of one version of a vectorizer with one embedder on
+    one connection."""
 
     def __init__(
         self,
         conn: psycopg.Connection[Any],
         config: queue.VectorizerConfig,
+        version: queue.VersionConfig,
         embedder: Embedder,
-        version_id: int,
+        model_version_id: int,
         batch_size: int,
         lease_seconds: float,
     ) -> None:
-        if embedder.dimensions != config.dimensions:
+        if embedder.dimensions != version.dimensions:
             raise VectorizerUnavailable(
-                f"model {config.model!r} makes {embedder.dimensions}-dimensional vectors but "
-                f"vectorizer {config.name!r} stores {config.dimensions}"
+                f"model {version.model!r} makes {embedder.dimensions}-dimensional vectors but "
+                f"version {version.ordinal} of vectorizer {config.name!r} stores "
+                f"{version.dimensions}"
             )
         self.conn = conn
         self.config = config
+        self.version = version
         self.embedder = embedder
-        self.version_id = version_id
+        self.model_version_id = model_version_id
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         limit = min(config.chunk_tokens or embedder.max_seq_length, embedder.max_seq_length)
@@ -95,10 +99,13 @@ class Pipeline:
             )
         ]
 
-    def run_batch(self) -> BatchResult:
-        """Claim one batch and see it through; an empty result means no work."""
+    def run_batch(self, batch_size: int | None = None) -> BatchResult:
+        """Claim one batch (of ``batch_size`` rows, default the pipeline's)
+        and see it through; an empty result means no work."""
         token = uuid.uuid4()
-        claimed = queue.claim(self.conn, self.config.id, self.batch_size, self.lease_seconds, token)
+        claimed = queue.claim(
+            self.conn, self.version.id, batch_size or self.batch_size, self.lease_seconds, token
+        )
         result = BatchResult(claimed=len(claimed))
         if not claimed:
             return result
@@ -108,11 +115,11 @@ class Pipeline:
         except BaseException:
             # Our own failure (lost connection, shutdown): give the rows back
             # without spending an attempt, if the database still answers.
-            _quietly(queue.release, self.conn, self.config.id, token)
+            _quietly(queue.release, self.conn, self.version.id, token)
             raise
         if failed:
             keys = list(failed)
-            queue.fail(self.conn, self.config.id, token, keys, [failed[k] for k in keys])
+            queue.fail(self.conn, self.version.id, token, keys, [failed[k] for k in keys])
             result.failed = len(keys)
             result.errors = sorted(set(failed.values()))[:5]
             prepared, vectors = _without(prepared, vectors, set(keys))
@@ -143,9 +150,9 @@ class Pipeline:
     ) -> queue.Completion:
         return queue.complete(
             self.conn,
-            self.config.id,
+            self.version.id,
             token,
-            self.version_id,
+            self.model_version_id,
             prepared.keys,
             prepared.chunk_item,
             prepared.chunk_no,
@@ -182,7 +189,7 @@ class Pipeline:
             rejected += done.rejected
         if failed:
             keys = list(failed)
-            queue.fail(self.conn, self.config.id, token, keys, [failed[k] for k in keys])
+            queue.fail(self.conn, self.version.id, token, keys, [failed[k] for k in keys])
             result.failed += len(keys)
             result.errors = sorted(set(result.errors) | set(failed.values()))[:5]
         return queue.Completion(written, requeued, rejected)
@@ -214,7 +221,7 @@ class Pipeline:
         renewed = time.monotonic()
         for start in range(0, len(prepared.chunks), EMBED_GROUP):
             if time.monotonic() - renewed > self.lease_seconds / 3:
-                queue.extend_lease(self.conn, self.config.id, token, self.lease_seconds)
+                queue.extend_lease(self.conn, self.version.id, token, self.lease_seconds)
                 renewed = time.monotonic()
             stop = min(start + EMBED_GROUP, len(prepared.chunks))
             try:
@@ -248,9 +255,9 @@ class Pipeline:
         return vectors
 
     def _check(self, out: npt.NDArray[np.float32], n: int) -> None:
-        if out.shape != (n, self.config.dimensions):
+        if out.shape != (n, self.version.dimensions):
             raise ValueError(
-                f"embedder returned shape {out.shape}, expected ({n}, {self.config.dimensions})"
+                f"embedder returned shape {out.shape}, expected ({n}, {self.version.dimensions})"
             )
         if not np.isfinite(out).all():
             raise ValueError("embedder returned NaN or infinite values")

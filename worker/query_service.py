@@ -202,10 +202,11 @@ class QueryService:
         return embedder
 
     def _preload(self, conn: psycopg.Connection[Any]) -> None:
-        """Load the models of the vectorizers' active versions before anyone asks."""
+        """Load the models of the vectorizers' active versions before anyone
+        asks (another version's is loaded when a query asks for it)."""
         for (vid,) in conn.execute(
-            "SELECT DISTINCT active_version_id FROM autoembed.vectorizer "
-            "WHERE active_version_id IS NOT NULL"
+            "SELECT DISTINCT model_version_id FROM autoembed.vectorizer_version "
+            "WHERE state = 'active' AND model_version_id IS NOT NULL"
         ).fetchall():
             if vid not in self._versions:
                 self.embedder_for(conn, vid)

@@ -22,12 +22,22 @@ from autoembed.worker.versions import ModelVersion
 class VectorizerConfig:
     id: int
     name: str
-    model: str
-    dimensions: int
     chunk_tokens: int | None
     chunk_overlap: int
     paused: bool
-    active_version_id: int | None
+
+
+@dataclass(frozen=True)
+class VersionConfig:
+    """One version of a vectorizer: its model, and the exact model version
+    bound to it (None until a worker first writes to it)."""
+
+    id: int
+    ordinal: int
+    model: str
+    dimensions: int
+    state: str  # building, ready, active, retired
+    model_version_id: int | None
 
 
 @dataclass(frozen=True)
@@ -50,11 +60,24 @@ def prepare(conn: psycopg.Connection[Any]) -> None:
 
 def vectorizer(conn: psycopg.Connection[Any], vectorizer_id: int) -> VectorizerConfig | None:
     row = conn.execute(
-        "SELECT id, name, model, dimensions, chunk_tokens, chunk_overlap, paused, "
-        "active_version_id FROM autoembed.vectorizer WHERE id = %s",
+        "SELECT id, name, chunk_tokens, chunk_overlap, paused "
+        "FROM autoembed.vectorizer WHERE id = %s",
         (vectorizer_id,),
     ).fetchone()
     return None if row is None else VectorizerConfig(*row)
+
+
+def versions(conn: psycopg.Connection[Any], vectorizer_id: int) -> list[VersionConfig]:
+    """The vectorizer's versions, the active one first."""
+    return [
+        VersionConfig(*r)
+        for r in conn.execute(
+            "SELECT id, ordinal, model, dimensions, state, model_version_id "
+            "FROM autoembed.vectorizer_version WHERE vectorizer_id = %s "
+            "ORDER BY state <> 'active', state <> 'building', ordinal",
+            (vectorizer_id,),
+        )
+    ]
 
 
 def vectorizer_ids(conn: psycopg.Connection[Any]) -> list[int]:
@@ -81,14 +104,14 @@ def register_version(conn: psycopg.Connection[Any], v: ModelVersion) -> int:
 
 def claim(
     conn: psycopg.Connection[Any],
-    vectorizer_id: int,
+    version_id: int,
     batch_size: int,
     lease_seconds: float,
     token: uuid.UUID,
 ) -> list[Claimed]:
     rows = conn.execute(
         "SELECT pk, document FROM autoembed.claim_batch(%s, %s, make_interval(secs => %s), %s)",
-        (vectorizer_id, batch_size, lease_seconds, token),
+        (version_id, batch_size, lease_seconds, token),
     ).fetchall()
     return [Claimed(key, doc) for key, doc in rows]
 
@@ -99,9 +122,9 @@ def _items(keys: list[str]) -> str:
 
 def complete(
     conn: psycopg.Connection[Any],
-    vectorizer_id: int,
-    token: uuid.UUID,
     version_id: int,
+    token: uuid.UUID,
+    model_version_id: int,
     keys: list[str],
     chunk_item: list[int],
     chunk_no: list[int],
@@ -111,7 +134,16 @@ def complete(
     row = conn.execute(
         "SELECT written, requeued, rejected FROM autoembed.complete_batch("
         "%s, %s, %s, %s::jsonb, %s::int[], %s::int[], %s::text[], %s)",
-        (vectorizer_id, token, version_id, _items(keys), chunk_item, chunk_no, chunks, embeddings),
+        (
+            version_id,
+            token,
+            model_version_id,
+            _items(keys),
+            chunk_item,
+            chunk_no,
+            chunks,
+            embeddings,
+        ),
     ).fetchone()
     assert row is not None
     return Completion(*row)
@@ -119,35 +151,41 @@ def complete(
 
 def fail(
     conn: psycopg.Connection[Any],
-    vectorizer_id: int,
+    version_id: int,
     token: uuid.UUID,
     keys: list[str],
     errors: list[str],
 ) -> int:
     row = conn.execute(
         "SELECT autoembed.fail_items(%s, %s, %s::jsonb, %s::text[])",
-        (vectorizer_id, token, _items(keys), errors),
+        (version_id, token, _items(keys), errors),
     ).fetchone()
     return int(row[0]) if row else 0
 
 
 def extend_lease(
-    conn: psycopg.Connection[Any], vectorizer_id: int, token: uuid.UUID, lease_seconds: float
+    conn: psycopg.Connection[Any], version_id: int, token: uuid.UUID, lease_seconds: float
 ) -> int:
     row = conn.execute(
         "SELECT autoembed.extend_lease(%s, %s, make_interval(secs => %s))",
-        (vectorizer_id, token, lease_seconds),
+        (version_id, token, lease_seconds),
     ).fetchone()
     return int(row[0]) if row else 0
 
 
-def release(conn: psycopg.Connection[Any], vectorizer_id: int, token: uuid.UUID) -> int:
-    row = conn.execute("SELECT autoembed.release_claim(%s, %s)", (vectorizer_id, token)).fetchone()
+def release(conn: psycopg.Connection[Any], version_id: int, token: uuid.UUID) -> int:
+    row = conn.execute("SELECT autoembed.release_claim(%s, %s)", (version_id, token)).fetchone()
     return int(row[0]) if row else 0
 
 
-def report_error(conn: psycopg.Connection[Any], vectorizer_id: int, error: str) -> None:
-    conn.execute("SELECT autoembed.report_vectorizer_error(%s, %s)", (vectorizer_id, error))
+def report_error(conn: psycopg.Connection[Any], version_id: int, error: str) -> None:
+    conn.execute("SELECT autoembed.report_version_error(%s, %s)", (version_id, error))
+
+
+def finish_campaign(conn: psycopg.Connection[Any], vectorizer_id: int) -> bool:
+    """Finish the vectorizer's campaign if nothing is left in its queue."""
+    row = conn.execute("SELECT autoembed.finish_campaign(%s)", (vectorizer_id,)).fetchone()
+    return bool(row and row[0])
 
 
 @dataclass(frozen=True)
@@ -156,13 +194,16 @@ class Work:
     claimable: int
     live_claims: int
     drains_started: int
+    pending: int = 0
+    failed: int = 0
 
 
 def work_summary(conn: psycopg.Connection[Any], only: set[int] | None = None) -> list[Work]:
+    """Work per vectorizer (not paused), summed over its versions."""
     return [
         Work(*r)
         for r in conn.execute(
-            "SELECT vectorizer_id, claimable, live_claims, drains_started "
+            "SELECT vectorizer_id, claimable, live_claims, drains_started, pending, failed "
             "FROM autoembed.work_summary(%s::int[])",
             (None if only is None else sorted(only),),
         )
@@ -183,8 +224,6 @@ def drain_started(conn: psycopg.Connection[Any], vectorizer_id: int) -> None:
 
 
 def pending(conn: psycopg.Connection[Any]) -> dict[int, tuple[int, int]]:
-    """vectorizer id -> (pending, failed) for every vectorizer."""
-    return {
-        r[0]: (int(r[1]), int(r[2]))
-        for r in conn.execute("SELECT id, pending, failed FROM autoembed.vectorizer_status")
-    }
+    """vectorizer id -> (pending, failed), over all its versions, for every
+    vectorizer that is not paused."""
+    return {w.vectorizer_id: (w.pending, w.failed) for w in work_summary(conn)}

@@ -69,3 +69,14 @@ AS $$
                   string_agg(format('%I.%I::text', alias, c.col), ', ' ORDER BY c.ord))
     FROM unnest(v.columns) WITH ORDINALITY AS c(col, ord)
 $$;
+
+-- The name of a version's object: <vectorizer>_<kind>_v<ordinal>, e.g.
+-- docs_embeddings_v2 (shortened and hashed like every derived name). Ending
+-- in the version keeps them apart from every other vectorizer's objects.
+CREATE OR REPLACE FUNCTION autoembed._version_name(vectorizer_name text, ordinal int, kind text)
+RETURNS name
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT autoembed._derived_name(vectorizer_name, format('_%s_v%s', kind, ordinal))
+$$;

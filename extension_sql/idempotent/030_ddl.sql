@@ -1,72 +1,74 @@
--- Per-vectorizer DDL generators: the inbox, queue and embeddings tables, the
--- sync trigger function and the triggers on the source table.
+-- Per-vectorizer DDL generators: the inbox, the sync trigger functions, the
+-- source reader, the triggers on the source table and the view of the active
+-- version's chunks. Each version's own tables (queue, embeddings, BM25) are
+-- made by 035_version_tables.sql.
 --
--- Three tables per vectorizer here (and two for BM25, see 065_bm25.sql):
 --   inbox       append-only, no index: the trigger adds one row per statement
 --               holding the changed keys as arrays (cheap for the writer);
---   queue       one row per key with work to do, and its claim state;
---   embeddings  the chunks, their vectors and lexemes, keyed by (key, model
---               version, chunk), and by a chunk_id the BM25 postings use.
--- Workers move inbox rows into the queue (autoembed._merge_inbox), so the
--- writer's transaction never touches an index or a lock a worker holds.
+--               workers move its rows into every version's queue
+--               (autoembed._merge_inbox), so the writer's transaction never
+--               touches an index or a lock a worker holds.
 
-CREATE OR REPLACE FUNCTION autoembed._create_tables(v autoembed.vectorizer, vector_schema name)
+CREATE OR REPLACE FUNCTION autoembed._create_inbox(v autoembed.vectorizer)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    opclass text := CASE v.distance
-        WHEN 'cosine' THEN 'vector_cosine_ops'
-        WHEN 'l2' THEN 'vector_l2_ops'
-        ELSE 'vector_ip_ops' END;
 BEGIN
     EXECUTE format(
         'CREATE TABLE autoembed.%I (seq pg_catalog.xid8 NOT NULL, '
         'queued_at timestamptz NOT NULL DEFAULT pg_catalog.now(), %s)',
         v.inbox_table, autoembed._pk_fragment(v, '%1$I %2$s[] NOT NULL'));
+    -- Nobody reads it but its owner and the roles it grants.
+    EXECUTE format('REVOKE ALL ON autoembed.%I FROM PUBLIC', v.inbox_table);
+END
+$$;
 
-    EXECUTE format(
-        'CREATE TABLE autoembed.%I (%s, '
-        'seq pg_catalog.xid8 NOT NULL, '
-        'queued_at timestamptz NOT NULL DEFAULT pg_catalog.now(), '
-        'claim_token uuid, claimed_seq pg_catalog.xid8, lease_until timestamptz, '
-        'attempts int NOT NULL DEFAULT 0, next_attempt_at timestamptz, '
-        'last_error text, failed_at timestamptz, '
-        'CONSTRAINT %I PRIMARY KEY (%s))',
-        v.queue_table,
-        autoembed._pk_fragment(v, '%1$I %2$s NOT NULL'),
-        autoembed._derived_name(v.name, '_queue_pkey'),
-        autoembed._pk_fragment(v, '%1$I'));
+-- autoembed.<name>_embeddings: the active version's chunks, whatever version
+-- that is (a view, so its name survives a model change; made anew when a
+-- version is added or dropped). It runs with the caller's privileges
+-- (security_invoker): reading it needs SELECT on the versions' tables too,
+-- which autoembed.grant_search gives. Its grantees are the vectorizer's
+-- searchers: a new version's tables are granted to them.
+CREATE OR REPLACE FUNCTION autoembed._create_embeddings_view(v autoembed.vectorizer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    branches text;
+BEGIN
+    SELECT string_agg(format(
+        'SELECT %s, e.model_version_id, e.chunk_no, e.chunk, '
+        'e.embedding::@extschema:vector@.vector AS embedding, e.lexemes, e.doc_len, e.source_seq, '
+        'e.embedded_at, e.chunk_id FROM autoembed.%I AS e '
+        'WHERE EXISTS (SELECT FROM autoembed.vectorizer_version AS x WHERE x.id = %s AND x.state = ''active'')',
+        autoembed._pk_fragment(v, 'e.%1$I'), ver.embeddings_table, ver.id), ' UNION ALL ' ORDER BY ver.ordinal)
+    INTO branches
+    FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
+    EXECUTE format('CREATE OR REPLACE VIEW autoembed.%I WITH (security_invoker = true) AS %s',
+                   v.embeddings_table, branches);
+    EXECUTE format('REVOKE ALL ON autoembed.%I FROM PUBLIC', v.embeddings_table);
+END
+$$;
 
-    EXECUTE format(
-        'CREATE TABLE autoembed.%I (%s, '
-        'model_version_id int NOT NULL REFERENCES autoembed.model_version (id), '
-        'chunk_no int NOT NULL CHECK (chunk_no >= 0), '
-        'chunk text NOT NULL, '
-        'embedding %I.vector(%s) NOT NULL, '
-        'lexemes tsvector NOT NULL, '
-        'doc_len int NOT NULL, '
-        'source_seq pg_catalog.xid8 NOT NULL, '
-        'embedded_at timestamptz NOT NULL DEFAULT pg_catalog.now(), '
-        'chunk_id bigint GENERATED ALWAYS AS IDENTITY, '
-        'CONSTRAINT %I PRIMARY KEY (%s, model_version_id, chunk_no), '
-        'CONSTRAINT %I UNIQUE (chunk_id))',
-        v.embeddings_table,
-        autoembed._pk_fragment(v, '%1$I %2$s NOT NULL'),
-        vector_schema, v.dimensions,
-        autoembed._derived_name(v.name, '_embeddings_pkey'),
-        autoembed._pk_fragment(v, '%1$I'),
-        autoembed._derived_name(v.name, '_chunk_id'));
-
-    IF v.index_method = 'hnsw' THEN
-        EXECUTE format('CREATE INDEX %I ON autoembed.%I USING hnsw (embedding %I.%I)',
-            autoembed._derived_name(v.name, '_hnsw'), v.embeddings_table, vector_schema, opclass);
-    END IF;
-
-    -- Nobody reads these but their owner and the roles it grants.
-    EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I, autoembed.%I FROM PUBLIC',
-        v.inbox_table, v.queue_table, v.embeddings_table);
+-- Empty a vectorizer (its source table was truncated): the inbox and every
+-- version's queue, chunks and BM25 tables.
+CREATE OR REPLACE FUNCTION autoembed._truncate(vectorizer_id int)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    tables text;
+BEGIN
+    SELECT string_agg(format('autoembed.%I, autoembed.%I, autoembed.%I, autoembed.%I',
+                             ver.queue_table, ver.embeddings_table, ver.postings_table, ver.stats_table), ', ')
+    INTO tables
+    FROM (SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id
+          FOR KEY SHARE) AS ver;   -- see _delete_chunks
+    EXECUTE format('TRUNCATE autoembed.%I%s', v.inbox_table, coalesce(', ' || tables, ''));
 END
 $$;
 
@@ -114,8 +116,7 @@ BEGIN
         PERFORM autoembed._delete_chunks(%2$s, NULL,
             (SELECT pg_catalog.jsonb_agg(%9$s) FROM old_rows AS o));
     ELSIF TG_OP = 'TRUNCATE' THEN
-        TRUNCATE autoembed.%10$I, autoembed.%11$I, autoembed.%3$I,
-                 autoembed.%12$I, autoembed.%13$I;
+        PERFORM autoembed._truncate(%2$s);
     END IF;
     RETURN NULL;
 END
@@ -128,13 +129,9 @@ $f$,
         v.id::text,                                        -- 6
         autoembed._pk_fragment(v, 'o.%1$I'),               -- 7
         autoembed._pk_fragment(v, 'n.%1$I'),               -- 8
-        autoembed._pk_json(v, 'o'),                        -- 9
-        v.embeddings_table,                                -- 10
-        v.queue_table,                                     -- 11
-        v.postings_table,                                  -- 12
-        v.stats_table);                                    -- 13
+        autoembed._pk_json(v, 'o'));                       -- 9
     EXECUTE format($f$
-CREATE FUNCTION autoembed.%1$I() RETURNS trigger
+CREATE OR REPLACE FUNCTION autoembed.%1$I() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS %2$L
@@ -178,7 +175,7 @@ $f$,
         'autoembed.notified_' || v.id,                     -- 9
         v.id::text);                                       -- 10
     EXECUTE format($f$
-CREATE FUNCTION autoembed.%1$I() RETURNS trigger
+CREATE OR REPLACE FUNCTION autoembed.%1$I() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS %2$L
@@ -308,6 +305,7 @@ AS $$
 DECLARE
     source_exists boolean := EXISTS (SELECT 1 FROM pg_class WHERE oid = v.source);
     op text;
+    ver autoembed.vectorizer_version;
 BEGIN
     IF source_exists THEN
         FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate', 'moves'] LOOP
@@ -317,7 +315,27 @@ BEGIN
     EXECUTE format('DROP FUNCTION IF EXISTS autoembed.%I(), autoembed.%I()',
         v.sync_function, autoembed._derived_name(v.sync_function, '_row'));
     EXECUTE format('DROP FUNCTION IF EXISTS autoembed.%I(jsonb, boolean)', autoembed._source_function(v));
-    EXECUTE format('DROP TABLE IF EXISTS autoembed.%I, autoembed.%I, autoembed.%I, autoembed.%I, autoembed.%I',
-        v.inbox_table, v.queue_table, v.embeddings_table, v.postings_table, v.stats_table);
+    EXECUTE format('DROP VIEW IF EXISTS autoembed.%I', v.embeddings_table);
+    FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id LOOP
+        PERFORM autoembed._drop_version_tables(ver);
+    END LOOP;
+    EXECUTE format('DROP TABLE IF EXISTS autoembed.%I', v.inbox_table);
+END
+$$;
+
+-- (Re)make everything generated for a vectorizer from its catalog row: the
+-- sync trigger functions, the source reader and the view of the active
+-- version. CREATE OR REPLACE keeps their owners and grants. Run when a
+-- vectorizer is created or changed, and by every install for every
+-- vectorizer (090_upgrade.sql), so generated code always matches this release.
+CREATE OR REPLACE FUNCTION autoembed._render_vectorizer(v autoembed.vectorizer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM autoembed._create_sync_function(v);
+    PERFORM autoembed._create_source_function(v);
+    PERFORM autoembed._create_embeddings_view(v);
 END
 $$;

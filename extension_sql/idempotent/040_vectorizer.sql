@@ -124,6 +124,7 @@ DECLARE
     resolved     record;
     vector_schema name;
     v            autoembed.vectorizer;
+    ver          autoembed.vectorizer_version;
 BEGIN
     -- 1. Validate everything before creating anything.
     IF source IS NULL THEN
@@ -224,39 +225,31 @@ BEGIN
     -- 2. Record it, then create its objects. One transaction: an error
     --    anywhere leaves nothing behind.
     INSERT INTO autoembed.vectorizer AS x (
-        name, source, columns, pk_columns, pk_types, model, dimensions, chunk_tokens, chunk_overlap,
+        name, source, columns, pk_columns, pk_types, chunk_tokens, chunk_overlap,
         ts_config, bm25_k1, bm25_b, distance, index_method, max_attempts, retry_delay,
-        inbox_table, queue_table, embeddings_table, postings_table, stats_table, sync_function)
+        inbox_table, embeddings_table, sync_function)
     VALUES (
-        vname, source, columns, pk_cols, pk_typs, resolved.model_name, resolved.model_dimensions,
-        chunk_tokens, chunk_overlap, ts_config::text, bm25_k1, bm25_b, distance, index,
-        max_attempts, retry_delay,
-        autoembed._derived_name(vname, '_inbox'), autoembed._derived_name(vname, '_queue'),
-        autoembed._derived_name(vname, '_embeddings'), autoembed._derived_name(vname, '_postings'),
-        autoembed._derived_name(vname, '_stats'), autoembed._derived_name(vname, '_sync'))
+        vname, source, columns, pk_cols, pk_typs, chunk_tokens, chunk_overlap, ts_config::text,
+        bm25_k1, bm25_b, distance, index, max_attempts, retry_delay,
+        autoembed._derived_name(vname, '_inbox'), autoembed._derived_name(vname, '_embeddings'),
+        autoembed._derived_name(vname, '_sync'))
     RETURNING * INTO v;
 
     IF EXISTS (SELECT 1 FROM pg_class AS c
                WHERE c.relnamespace = 'autoembed'::regnamespace
-                 AND c.relname IN (v.inbox_table, v.queue_table, v.embeddings_table,
-                                   v.postings_table, v.stats_table,
-                                   autoembed._derived_name(vname, '_hnsw'))) THEN
+                 AND c.relname IN (v.inbox_table, v.embeddings_table)) THEN
         RAISE EXCEPTION 'autoembed: the tables for vectorizer "%" already exist in schema autoembed', vname
             USING ERRCODE = 'duplicate_table';
     END IF;
 
-    PERFORM autoembed._create_tables(v, vector_schema);
-    PERFORM autoembed._create_bm25_tables(v);
-    PERFORM autoembed._create_sync_function(v);
-    PERFORM autoembed._create_source_function(v);
+    PERFORM autoembed._create_inbox(v);
+    ver := autoembed._add_version(v, resolved.model_name, resolved.model_dimensions, 'active');
+    PERFORM autoembed._render_vectorizer(v);
     PERFORM autoembed._create_triggers(v);
     PERFORM autoembed._grant_worker_objects(v, r.role) FROM autoembed._worker_roles() AS r;
 
     IF backfill THEN
-        EXECUTE format(
-            'INSERT INTO autoembed.%I (%s, seq) SELECT %s, pg_catalog.pg_current_xact_id() FROM %s AS s',
-            v.queue_table, autoembed._pk_fragment(v, '%1$I'), autoembed._pk_fragment(v, 's.%1$I'), v.source);
-        PERFORM pg_notify('autoembed', v.id::text);
+        PERFORM autoembed._queue_all(v, ver);
     END IF;
     RETURN v.id;
 END
@@ -296,7 +289,7 @@ BEGIN
 END
 $$;
 
--- Requeue every failed row of a vectorizer; returns how many.
+-- Requeue every failed row of a vectorizer (of every version); returns how many.
 CREATE OR REPLACE FUNCTION autoembed.retry_failed(name text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -304,16 +297,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
+    ver autoembed.vectorizer_version;
     n bigint;
+    total bigint := 0;
 BEGIN
-    EXECUTE format(
-        'UPDATE autoembed.%I SET failed_at = NULL, attempts = 0, next_attempt_at = NULL, '
-        'claim_token = NULL, lease_until = NULL WHERE failed_at IS NOT NULL',
-        v.queue_table);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
+    FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id ORDER BY x.ordinal LOOP
+        EXECUTE format(
+            'UPDATE autoembed.%I SET failed_at = NULL, attempts = 0, next_attempt_at = NULL, '
+            'claim_token = NULL, lease_until = NULL WHERE failed_at IS NOT NULL',
+            ver.queue_table);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    IF total > 0 THEN
         PERFORM pg_notify('autoembed', v.id::text);
     END IF;
-    RETURN n;
+    RETURN total;
 END
 $$;

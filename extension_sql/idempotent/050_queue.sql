@@ -1,4 +1,5 @@
--- The work queue: the state machine every queue row goes through.
+-- The work queues: one per version (035_version_tables.sql), fed from the
+-- vectorizer's one inbox; the state machine every queue row goes through.
 --
 --   (trigger)        inbox row ──merge──► queue row: pending
 --   claim_batch      pending ──► claimed (claim_token, claimed_seq := seq,
@@ -17,8 +18,12 @@
 -- late worker, a deleted row or a changed key can never be overwritten by a
 -- stale result.
 
--- Move inbox rows into the queue. One merger per vectorizer at a time; the
--- others skip it (their claim still sees what was merged before).
+-- Move inbox rows into every version's queue: the active one, a campaign's,
+-- and the ready and retired ones (kept current for a switch or rollback).
+-- One merger per vectorizer at a time; the others skip it (their claim still
+-- sees what was merged before). set_model takes the same lock while it adds
+-- a version, so no change is merged into the queues without the new one
+-- after the new version's backfill has looked at the source table.
 CREATE OR REPLACE FUNCTION autoembed._merge_inbox(v autoembed.vectorizer)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -26,49 +31,79 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
+    inserts text;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('autoembed.merge_inbox'), v.id) THEN
         RETURN 0;
     END IF;
+    SELECT string_agg(format($q$
+        , %1$I AS (
+            INSERT INTO autoembed.%2$I AS q (%3$s, seq, queued_at)
+            SELECT %4$s, c.seq, c.queued_at FROM changes AS c ORDER BY %4$s
+            ON CONFLICT (%3$s) DO UPDATE SET
+                seq = EXCLUDED.seq,
+                queued_at = CASE WHEN q.claim_token IS NULL
+                                 THEN least(q.queued_at, EXCLUDED.queued_at)
+                                 ELSE EXCLUDED.queued_at END,
+                attempts = 0, next_attempt_at = NULL, failed_at = NULL, last_error = NULL)
+        $q$, 'to_v' || ver.ordinal, ver.queue_table,
+        autoembed._pk_fragment(v, '%1$I'), autoembed._pk_fragment(v, 'c.%1$I')), '' ORDER BY ver.ordinal)
+    INTO inserts
+    FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
     EXECUTE format($q$
         WITH moved AS (
             DELETE FROM autoembed.%1$I RETURNING *
-        ), changes AS (
-            SELECT DISTINCT ON (%3$s) %3$s, m.seq, m.queued_at
-            FROM moved AS m CROSS JOIN LATERAL unnest(%4$s) AS u(%5$s)
-            ORDER BY %3$s, m.seq DESC
-        )
-        INSERT INTO autoembed.%2$I AS q (%5$s, seq, queued_at)
-        SELECT %6$s, c.seq, c.queued_at FROM changes AS c ORDER BY %6$s
-        ON CONFLICT (%5$s) DO UPDATE SET
-            seq = EXCLUDED.seq,
-            queued_at = CASE WHEN q.claim_token IS NULL
-                             THEN least(q.queued_at, EXCLUDED.queued_at)
-                             ELSE EXCLUDED.queued_at END,
-            attempts = 0, next_attempt_at = NULL, failed_at = NULL, last_error = NULL
+        ), changes AS MATERIALIZED (
+            SELECT DISTINCT ON (%2$s) %2$s, m.seq, m.queued_at
+            FROM moved AS m CROSS JOIN LATERAL unnest(%3$s) AS u(%4$s)
+            ORDER BY %2$s, m.seq DESC
+        )%5$s
+        SELECT count(*) FROM changes
         $q$,
-        v.inbox_table, v.queue_table,
+        v.inbox_table,
         autoembed._pk_fragment(v, 'u.%1$I'),
         autoembed._pk_fragment(v, 'm.%1$I'),
         autoembed._pk_fragment(v, '%1$I'),
-        autoembed._pk_fragment(v, 'c.%1$I'));
-    GET DIAGNOSTICS n = ROW_COUNT;
+        coalesce(inserts, ''))
+        INTO n;
     RETURN n;
 END
 $$;
 
--- Claim up to batch_size rows for claim_token and return each with the text
--- to embed, read now (NULL when the row is gone or all its columns are NULL).
+-- A version by id (a worker's handle on it).
+CREATE OR REPLACE FUNCTION autoembed._version_by_id(version_id int)
+RETURNS autoembed.vectorizer_version
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ver autoembed.vectorizer_version;
+BEGIN
+    SELECT * INTO ver FROM autoembed.vectorizer_version AS x WHERE x.id = version_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'autoembed: no vectorizer version with id % (it was dropped)', version_id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN ver;
+END
+$$;
+
+-- Claim up to batch_size rows of a version's queue for claim_token and
+-- return each with the text to embed, read now (NULL when the row is gone or
+-- all its columns are NULL).
 CREATE OR REPLACE FUNCTION autoembed.claim_batch(
-    vectorizer_id int, batch_size int, lease interval, claim_token uuid)
+    version_id int, batch_size int, lease interval, claim_token uuid)
 RETURNS TABLE (pk jsonb, document text)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    v autoembed.vectorizer;
+    ver autoembed.vectorizer_version;
     n bigint;
 BEGIN
+    ver := autoembed._version_by_id(version_id);
+    v := autoembed._vectorizer_by_id(ver.vectorizer_id);
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'autoembed: batch_size must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -92,7 +127,7 @@ BEGIN
         'UPDATE autoembed.%I SET failed_at = pg_catalog.now(), claim_token = NULL, lease_until = NULL, '
         'last_error = pg_catalog.format(''lease expired on attempt %%s of %%s: the worker died or hung'', attempts, $1) '
         'WHERE failed_at IS NULL AND claim_token IS NOT NULL AND lease_until < pg_catalog.now() AND attempts >= $1',
-        v.queue_table) USING v.max_attempts;
+        ver.queue_table) USING v.max_attempts;
 
     RETURN QUERY EXECUTE format($q$
         WITH picked AS (
@@ -119,7 +154,7 @@ BEGIN
           ON d.pk = c.pk
         $q$,
         autoembed._pk_fragment(v, '%1$I'),
-        v.queue_table,
+        ver.queue_table,
         autoembed._pk_join(v, 'q', 'p'),
         autoembed._pk_fragment(v, 'q.%1$I'),
         autoembed._pk_json(v, 'c'),
@@ -127,50 +162,52 @@ BEGIN
         USING batch_size, claim_token, lease;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
-        -- work is flowing again: a vectorizer-level error no longer applies.
+        -- work is flowing again: a version-level error no longer applies.
         -- Bookkeeping only, so it never waits: this transaction holds the
-        -- claimed queue rows, and a completion holding the vectorizer row
-        -- (FOR SHARE) may be waiting for one of them (merging a change to
-        -- it): waiting here would deadlock. A busy row is updated next time.
-        UPDATE autoembed.vectorizer AS x SET last_claim_at = now(), last_error = NULL, last_error_at = NULL
-        WHERE x.id = (SELECT y.id FROM autoembed.vectorizer AS y WHERE y.id = v.id
+        -- claimed queue rows, and a completion activating a version may be
+        -- waiting for one of them: waiting here could deadlock. A busy row
+        -- is updated next time.
+        UPDATE autoembed.vectorizer_version AS x SET last_claim_at = now(), last_error = NULL, last_error_at = NULL
+        WHERE x.id = (SELECT y.id FROM autoembed.vectorizer_version AS y WHERE y.id = ver.id
                       FOR NO KEY UPDATE SKIP LOCKED);
     END IF;
 END
 $$;
 
--- Make sure a worker's model version may write to a vectorizer: the first
--- version to write becomes the active one; any other is refused.
-CREATE OR REPLACE FUNCTION autoembed._check_version(v autoembed.vectorizer, version_id int)
+-- Make sure a worker's model version may write to a version: the first
+-- model version to write to it is bound to it; any other is refused.
+CREATE OR REPLACE FUNCTION autoembed._check_version(
+    v autoembed.vectorizer, ver autoembed.vectorizer_version, model_version_id int)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     mv autoembed.model_version;
-    active int;
+    bound int;
 BEGIN
-    SELECT * INTO mv FROM autoembed.model_version AS m WHERE m.id = version_id;
+    SELECT * INTO mv FROM autoembed.model_version AS m WHERE m.id = model_version_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'autoembed: no model version with id %', version_id USING ERRCODE = 'undefined_object';
+        RAISE EXCEPTION 'autoembed: no model version with id %', model_version_id USING ERRCODE = 'undefined_object';
     END IF;
-    IF mv.model <> v.model THEN
-        -- a worker still running the model the vectorizer used before set_model()
-        RAISE EXCEPTION 'autoembed: model version % is of model "%" but vectorizer "%" now uses "%"',
-            mv.tag, mv.model, v.name, v.model USING ERRCODE = 'object_not_in_prerequisite_state';
+    IF mv.model <> ver.model THEN
+        RAISE EXCEPTION 'autoembed: model version % is of model "%" but version % of vectorizer "%" uses "%"',
+            mv.tag, mv.model, ver.ordinal, v.name, ver.model USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF mv.dimensions <> v.dimensions THEN
-        RAISE EXCEPTION 'autoembed: model version % has % dimensions but vectorizer "%" stores %',
-            mv.tag, mv.dimensions, v.name, v.dimensions USING ERRCODE = 'datatype_mismatch';
+    IF mv.dimensions <> ver.dimensions THEN
+        RAISE EXCEPTION 'autoembed: model version % has % dimensions but version % of vectorizer "%" stores %',
+            mv.tag, mv.dimensions, ver.ordinal, v.name, ver.dimensions USING ERRCODE = 'datatype_mismatch';
     END IF;
-    UPDATE autoembed.vectorizer AS x SET active_version_id = version_id
-    WHERE x.id = v.id AND x.active_version_id IS NULL;
-    SELECT x.active_version_id INTO active FROM autoembed.vectorizer AS x WHERE x.id = v.id;
-    IF active <> version_id THEN
-        RAISE EXCEPTION 'autoembed: vectorizer "%" is embedded with model version %, not %',
-            v.name, (SELECT m.tag FROM autoembed.model_version AS m WHERE m.id = active), mv.tag
+    IF ver.model_version_id IS NULL THEN
+        UPDATE autoembed.vectorizer_version AS x SET model_version_id = _check_version.model_version_id
+        WHERE x.id = ver.id AND x.model_version_id IS NULL;
+    END IF;
+    SELECT x.model_version_id INTO bound FROM autoembed.vectorizer_version AS x WHERE x.id = ver.id;
+    IF bound <> model_version_id THEN
+        RAISE EXCEPTION 'autoembed: version % of vectorizer "%" is embedded with model version %, not %',
+            ver.ordinal, v.name, (SELECT m.tag FROM autoembed.model_version AS m WHERE m.id = bound), mv.tag
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Run workers with the model version the vectorizer uses.';
+                  HINT = 'Run workers that load exactly that model version (same weights, device precision and settings).';
     END IF;
 END
 $$;
@@ -181,14 +218,15 @@ $$;
 -- their lease expires. Returns how many rows were written, requeued because
 -- they changed (or were busy) meanwhile, and rejected (claim no longer held).
 CREATE OR REPLACE FUNCTION autoembed.complete_batch(
-    vectorizer_id int, claim_token uuid, version_id int, items jsonb,
+    version_id int, claim_token uuid, model_version_id int, items jsonb,
     chunk_item int[], chunk_no int[], chunk text[], embedding @extschema:vector@.vector[],
     OUT written int, OUT requeued int, OUT rejected int)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    v autoembed.vectorizer;
+    ver autoembed.vectorizer_version;
     coldefs text;
     mine jsonb;       -- listed items still held by this claim, locked
     present jsonb;    -- ... whose source row exists
@@ -197,7 +235,7 @@ DECLARE
     busy jsonb;       -- ... whose source row is being deleted or re-keyed now
     n int;
 BEGIN
-    IF claim_token IS NULL OR version_id IS NULL OR items IS NULL THEN
+    IF claim_token IS NULL OR model_version_id IS NULL OR items IS NULL THEN
         RAISE EXCEPTION 'autoembed: complete_batch needs a claim token, a model version and items'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -209,11 +247,15 @@ BEGIN
        OR cardinality(chunk_item) IS DISTINCT FROM cardinality(embedding) THEN
         RAISE EXCEPTION 'autoembed: chunk arrays must have equal lengths' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM autoembed._check_version(v, version_id);
+    ver := autoembed._version_by_id(version_id);
     -- Hold the vectorizer's BM25 settings still while writing postings with
     -- impacts computed from them (autoembed._reimpact changes them under an
-    -- exclusive lock on the same row, and only then touches postings).
-    SELECT * INTO v FROM autoembed.vectorizer AS x WHERE x.id = v.id FOR SHARE;
+    -- exclusive lock on the same row, and only then touches postings); and
+    -- its versions: set_model, activate_version, drop_version ... take it
+    -- FOR UPDATE first. So this lock comes before any other.
+    SELECT * INTO v FROM autoembed.vectorizer AS x WHERE x.id = ver.vectorizer_id FOR SHARE;
+    ver := autoembed._version_by_id(version_id);
+    PERFORM autoembed._check_version(v, ver, model_version_id);
     -- Changes still in the inbox must bump their queue rows first, so a row
     -- changed after its claim is requeued rather than marked done.
     PERFORM autoembed._merge_inbox(v);
@@ -227,7 +269,7 @@ BEGIN
             ORDER BY %5$s
             FOR UPDATE OF q) AS q
         $q$,
-        autoembed._pk_json(v, 'q'), v.queue_table, coldefs,
+        autoembed._pk_json(v, 'q'), ver.queue_table, coldefs,
         autoembed._pk_join(v, 'q', 'k'), autoembed._pk_fragment(v, 'q.%1$I'))
         INTO mine USING claim_token, items;
     rejected := jsonb_array_length(items) - jsonb_array_length(mine);
@@ -244,17 +286,17 @@ BEGIN
     SELECT coalesce(jsonb_agg(m.k), '[]') INTO writable
     FROM jsonb_array_elements(mine) AS m(k) WHERE NOT busy @> jsonb_build_array(m.k);
 
-    -- Replace the chunks of every writable row, for this model version only;
+    -- Replace the chunks of every writable row, in this version only;
     -- rows whose source row is gone keep none.
-    PERFORM autoembed._delete_chunks(v.id, version_id, writable);
+    PERFORM autoembed._delete_chunks(v.id, ver.id, writable);
     PERFORM autoembed._insert_chunks(
-        v, version_id, lockable, items, chunk_item, chunk_no, chunk, embedding);
+        v, ver, model_version_id, lockable, items, chunk_item, chunk_no, chunk, embedding);
 
     -- Finish the queue rows: done unless the row changed after the claim.
     EXECUTE format(
         'DELETE FROM autoembed.%I AS q USING jsonb_to_recordset($1) AS k(%s) '
         'WHERE %s AND q.seq = q.claimed_seq',
-        v.queue_table, coldefs, autoembed._pk_join(v, 'q', 'k'))
+        ver.queue_table, coldefs, autoembed._pk_join(v, 'q', 'k'))
         USING writable;
     GET DIAGNOSTICS n = ROW_COUNT;
     written := jsonb_array_length(writable);
@@ -263,23 +305,30 @@ BEGIN
         'UPDATE autoembed.%I AS q SET claim_token = NULL, lease_until = NULL, '
         'attempts = CASE WHEN q.seq = q.claimed_seq THEN greatest(q.attempts - 1, 0) ELSE 0 END '
         'FROM jsonb_to_recordset($1) AS k(%s) WHERE %s AND q.claim_token = $2',
-        v.queue_table, coldefs, autoembed._pk_join(v, 'q', 'k'))
+        ver.queue_table, coldefs, autoembed._pk_join(v, 'q', 'k'))
         USING mine, claim_token;
+    -- A campaign whose queue this emptied is complete (047_lifecycle.sql).
+    IF ver.state = 'building' THEN
+        PERFORM autoembed._finish_campaign(v, ver);
+    END IF;
 END
 $$;
 
 -- Report rows a worker could not embed. Each goes back to pending after an
 -- exponential backoff, or to failed once it has used max_attempts.
 CREATE OR REPLACE FUNCTION autoembed.fail_items(
-    vectorizer_id int, claim_token uuid, items jsonb, errors text[])
+    version_id int, claim_token uuid, items jsonb, errors text[])
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    v autoembed.vectorizer;
+    ver autoembed.vectorizer_version;
     n int;
 BEGIN
+    ver := autoembed._version_by_id(version_id);
+    v := autoembed._vectorizer_by_id(ver.vectorizer_id);
     IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) <> cardinality(errors) THEN
         RAISE EXCEPTION 'autoembed: fail_items needs one error per item' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -295,7 +344,7 @@ BEGIN
         JOIN unnest($5) WITH ORDINALITY AS e(error, ord) ON e.ord = i.ord
         WHERE %3$s AND q.claim_token = $1
         $q$,
-        v.queue_table, autoembed._pk_fragment(v, '%1$I %2$s'), autoembed._pk_join(v, 'q', 'k'))
+        ver.queue_table, autoembed._pk_fragment(v, '%1$I %2$s'), autoembed._pk_join(v, 'q', 'k'))
         USING claim_token, v.max_attempts, v.retry_delay, items, errors;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -303,18 +352,18 @@ END
 $$;
 
 -- Keep a claim alive while a long batch is still being embedded.
-CREATE OR REPLACE FUNCTION autoembed.extend_lease(vectorizer_id int, claim_token uuid, lease interval)
+CREATE OR REPLACE FUNCTION autoembed.extend_lease(version_id int, claim_token uuid, lease interval)
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    ver autoembed.vectorizer_version := autoembed._version_by_id(version_id);
     n int;
 BEGIN
     EXECUTE format(
         'UPDATE autoembed.%I SET lease_until = pg_catalog.now() + $2 '
-        'WHERE claim_token = $1 AND lease_until > pg_catalog.now()', v.queue_table)
+        'WHERE claim_token = $1 AND lease_until > pg_catalog.now()', ver.queue_table)
         USING claim_token, lease;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -322,31 +371,32 @@ END
 $$;
 
 -- Give back a claim without counting an attempt (a worker shutting down).
-CREATE OR REPLACE FUNCTION autoembed.release_claim(vectorizer_id int, claim_token uuid)
+CREATE OR REPLACE FUNCTION autoembed.release_claim(version_id int, claim_token uuid)
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    ver autoembed.vectorizer_version := autoembed._version_by_id(version_id);
     n int;
 BEGIN
     EXECUTE format(
         'UPDATE autoembed.%I SET claim_token = NULL, lease_until = NULL, '
-        'attempts = greatest(attempts - 1, 0) WHERE claim_token = $1', v.queue_table)
+        'attempts = greatest(attempts - 1, 0) WHERE claim_token = $1', ver.queue_table)
         USING claim_token;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
 
--- Record a problem that stops a whole vectorizer (e.g. its model will not
--- load); shown by vectorizer_status until the next successful write.
-CREATE OR REPLACE FUNCTION autoembed.report_vectorizer_error(vectorizer_id int, error text)
+-- Record a problem that stops a whole version (e.g. its model will not load
+-- on a worker); shown by vectorizer_versions (and, for the active version,
+-- vectorizer_status) until the version's next claim.
+CREATE OR REPLACE FUNCTION autoembed.report_version_error(version_id int, error text)
 RETURNS void
 LANGUAGE sql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE autoembed.vectorizer AS x SET last_error = left($2, 4000), last_error_at = now()
+    UPDATE autoembed.vectorizer_version AS x SET last_error = left($2, 4000), last_error_at = now()
     WHERE x.id = $1
 $$;

@@ -5,49 +5,59 @@
 -- writers never wait on a shared counter row; a reader's sums are exact for
 -- its snapshot. autoembed.compact_stats() folds the deltas now and then.
 
--- Delete the chunks of the given keys (a JSON array of key objects): of one
--- model version, or of every version when version_id is NULL.
+-- Delete the chunks of the given keys (a JSON array of key objects): in one
+-- version, or in every version of the vectorizer when version_id is NULL.
 CREATE OR REPLACE FUNCTION autoembed._delete_chunks(vectorizer_id int, version_id int, keys jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v autoembed.vectorizer := autoembed._vectorizer_by_id(vectorizer_id);
+    v autoembed.vectorizer;
+    ver autoembed.vectorizer_version;
 BEGIN
     IF keys IS NULL OR jsonb_array_length(keys) = 0 THEN
         RETURN;
     END IF;
-    EXECUTE format($q$
-        WITH gone AS (
-            DELETE FROM autoembed.%1$I AS e
-            USING jsonb_to_recordset($1) AS k(%2$s)
-            WHERE %3$s AND ($2::int IS NULL OR e.model_version_id = $2)
-            RETURNING e.chunk_id, e.model_version_id, e.lexemes, e.doc_len
-        ), postings AS (
-            DELETE FROM autoembed.%4$I AS p USING gone AS g WHERE p.chunk_id = g.chunk_id
-        ), terms AS (
+    v := autoembed._vectorizer_by_id(vectorizer_id);
+    FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x
+               WHERE x.vectorizer_id = v.id AND (version_id IS NULL OR x.id = version_id)
+               ORDER BY x.ordinal
+               -- drop_version deletes the row before its tables: it waits for
+               -- this transaction, or this one skips the version it dropped
+               FOR KEY SHARE LOOP
+        EXECUTE format($q$
+            WITH gone AS (
+                DELETE FROM autoembed.%1$I AS e
+                USING jsonb_to_recordset($1) AS k(%2$s)
+                WHERE %3$s
+                RETURNING e.chunk_id, e.model_version_id, e.lexemes, e.doc_len
+            ), postings AS (
+                DELETE FROM autoembed.%4$I AS p USING gone AS g WHERE p.chunk_id = g.chunk_id
+            ), terms AS (
+                INSERT INTO autoembed.%5$I (model_version_id, term, docs, length)
+                SELECT g.model_version_id, l.lexeme, -count(*), 0
+                FROM gone AS g CROSS JOIN LATERAL unnest(g.lexemes) AS l
+                GROUP BY g.model_version_id, l.lexeme
+            )
             INSERT INTO autoembed.%5$I (model_version_id, term, docs, length)
-            SELECT g.model_version_id, l.lexeme, -count(*), 0
-            FROM gone AS g CROSS JOIN LATERAL unnest(g.lexemes) AS l
-            GROUP BY g.model_version_id, l.lexeme
-        )
-        INSERT INTO autoembed.%5$I (model_version_id, term, docs, length)
-        SELECT g.model_version_id, '', -count(*), -sum(g.doc_len)
-        FROM gone AS g GROUP BY g.model_version_id
-        $q$,
-        v.embeddings_table, autoembed._pk_fragment(v, '%1$I %2$s'),
-        autoembed._pk_join(v, 'e', 'k'), v.postings_table, v.stats_table)
-        USING keys, version_id;
+            SELECT g.model_version_id, '', -count(*), -sum(g.doc_len)
+            FROM gone AS g GROUP BY g.model_version_id
+            $q$,
+            ver.embeddings_table, autoembed._pk_fragment(v, '%1$I %2$s'),
+            autoembed._pk_join(v, 'e', 'k'), ver.postings_table, ver.stats_table)
+            USING keys;
+    END LOOP;
 END
 $$;
 
--- Insert the chunks of a completed claim for the rows in `keys` (a JSON array
--- of key objects); chunk_item indexes into `items`. Each chunk's lexemes
--- (its text search configuration's to_tsvector) become its BM25 postings,
--- with impacts for v's k1, b and bm25_ref_avgdl (the caller holds them still).
+-- Insert the chunks of a completed claim of version ver, embedded by model
+-- version model_version_id, for the rows in `keys` (a JSON array of key
+-- objects); chunk_item indexes into `items`. Each chunk's lexemes (its text
+-- search configuration's to_tsvector) become its BM25 postings, with impacts
+-- for v's k1, b and ver's bm25_ref_avgdl (the caller holds them still).
 CREATE OR REPLACE FUNCTION autoembed._insert_chunks(
-    v autoembed.vectorizer, version_id int, keys jsonb, items jsonb,
+    v autoembed.vectorizer, ver autoembed.vectorizer_version, model_version_id int, keys jsonb, items jsonb,
     chunk_item int[], chunk_no int[], chunk text[], embedding @extschema:vector@.vector[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -85,18 +95,18 @@ BEGIN
         INSERT INTO autoembed.%10$I (model_version_id, term, docs, length)
         SELECT n.model_version_id, '', count(*), sum(n.doc_len) FROM new AS n GROUP BY n.model_version_id
         $q$,
-        v.embeddings_table,                              -- 1
+        ver.embeddings_table,                            -- 1
         autoembed._pk_fragment(v, 'k.%1$I'),             -- 2
         v.ts_config,                                     -- 3
         autoembed._pk_fragment(v, '%1$I %2$s'),          -- 4
-        v.queue_table,                                   -- 5
+        ver.queue_table,                                 -- 5
         autoembed._pk_join(v, 'q', 'k'),                 -- 6
         autoembed._pk_fragment(v, '%1$I'),               -- 7
         autoembed._pk_fragment(v, 'i.%1$I'),             -- 8
-        v.postings_table,                                -- 9
-        v.stats_table,                                   -- 10
+        ver.postings_table,                              -- 9
+        ver.stats_table,                                 -- 10
         autoembed._impact_expr(8, 9, 10))                -- 11
-        USING keys, version_id, chunk_item, chunk_no, chunk, embedding, items,
-              v.bm25_k1, v.bm25_b, v.bm25_ref_avgdl;
+        USING keys, model_version_id, chunk_item, chunk_no, chunk, embedding, items,
+              v.bm25_k1, v.bm25_b, ver.bm25_ref_avgdl;
 END
 $$;

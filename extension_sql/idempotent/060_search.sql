@@ -80,9 +80,11 @@ $$;
 
 -- The k source rows nearest to query_embedding. score: cosine similarity
 -- (cosine), inner product (inner_product) or negated distance (l2).
+-- version: the active version (NULL), or another one by number, model or
+-- tag (047_lifecycle.sql); the query embedding must be that version's.
 CREATE OR REPLACE FUNCTION autoembed.search(
     name text, query_embedding @extschema:vector@.vector, k int DEFAULT 10,
-    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false)
+    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -94,6 +96,7 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
+    ver autoembed.vectorizer_version := autoembed._version(v, version);
     op text;
     fetch_n int;
     found_rows int;
@@ -105,12 +108,12 @@ BEGIN
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION 'autoembed: query_embedding must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF @extschema:vector@.vector_dims(query_embedding) <> v.dimensions THEN
-        RAISE EXCEPTION 'autoembed: the query embedding has % dimensions but vectorizer "%" stores %',
-            @extschema:vector@.vector_dims(query_embedding), v.name, v.dimensions
+    IF @extschema:vector@.vector_dims(query_embedding) <> ver.dimensions THEN
+        RAISE EXCEPTION 'autoembed: the query embedding has % dimensions but version % of vectorizer "%" (%) stores %',
+            @extschema:vector@.vector_dims(query_embedding), ver.ordinal, v.name, ver.model, ver.dimensions
             USING ERRCODE = 'datatype_mismatch';
     END IF;
-    IF k = 0 OR v.active_version_id IS NULL THEN
+    IF k = 0 OR ver.model_version_id IS NULL THEN
         RETURN;
     END IF;
     op := CASE v.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
@@ -133,10 +136,10 @@ BEGIN
                 $q$,
                 autoembed._pk_fragment(v, 'e.%1$I'),
                 CASE v.distance WHEN 'cosine' THEN '1 - ' ELSE '- ' END,
-                op, v.embeddings_table, autoembed._visible(v, 'e', 4)),
+                op, ver.embeddings_table, autoembed._visible(v, 'e', 4)),
             chunks, 5)
             INTO results, candidates, found_rows
-            USING query_embedding, v.active_version_id, fetch_n, filter, k;
+            USING query_embedding, ver.model_version_id, fetch_n, filter, k;
         EXIT WHEN found_rows >= k OR candidates < fetch_n OR fetch_n >= 1000000;
         fetch_n := fetch_n * 4;
     END LOOP;

@@ -14,12 +14,13 @@
 -- the caller's snapshot: exact, and changed by a DELETE or UPDATE at once.
 -- ts_rank and ts_rank_cd are not BM25; autoembed does not use them.
 
--- Per vectorizer: postings (one row per chunk and lexeme) and statistics
--- deltas (term '' holds the chunk count and total length). Each posting also
--- carries its impact, tf / (tf + k1 * (1 - b + b * dl / A)) for the
--- vectorizer's k1, b and a reference average length A (bm25_ref_avgdl), and is
--- indexed by it, so a query can read each term's best postings first.
-CREATE OR REPLACE FUNCTION autoembed._create_bm25_tables(v autoembed.vectorizer)
+-- Per version (the chunks depend on the model's tokenizer): postings (one
+-- row per chunk and lexeme) and statistics deltas (term '' holds the chunk
+-- count and total length). Each posting also carries its impact,
+-- tf / (tf + k1 * (1 - b + b * dl / A)) for the vectorizer's k1, b and the
+-- version's reference average length A (bm25_ref_avgdl), and is indexed by
+-- it, so a query can read each term's best postings first.
+CREATE OR REPLACE FUNCTION autoembed._create_bm25_tables(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -28,21 +29,21 @@ BEGIN
     EXECUTE format(
         'CREATE TABLE autoembed.%I (model_version_id int NOT NULL, term text NOT NULL, '
         'chunk_id bigint NOT NULL, tf int NOT NULL, doc_len int NOT NULL, impact float4 NOT NULL)',
-        v.postings_table);
+        ver.postings_table);
     EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term, impact DESC) '
                    'INCLUDE (chunk_id, tf, doc_len)',
-        autoembed._derived_name(v.name, '_postings_impact'), v.postings_table);
+        autoembed._version_name(v.name, ver.ordinal, 'postings_impact'), ver.postings_table);
     EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term, chunk_id) INCLUDE (tf, doc_len)',
-        autoembed._derived_name(v.name, '_postings_term'), v.postings_table);
+        autoembed._version_name(v.name, ver.ordinal, 'postings_term'), ver.postings_table);
     EXECUTE format('CREATE INDEX %I ON autoembed.%I (chunk_id)',
-        autoembed._derived_name(v.name, '_postings_chunk'), v.postings_table);
+        autoembed._version_name(v.name, ver.ordinal, 'postings_chunk'), ver.postings_table);
     EXECUTE format(
         'CREATE TABLE autoembed.%I (model_version_id int NOT NULL, term text NOT NULL, '
         'docs bigint NOT NULL, length bigint NOT NULL)',
-        v.stats_table);
+        ver.stats_table);
     EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term)',
-        autoembed._derived_name(v.name, '_stats_term'), v.stats_table);
-    EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I FROM PUBLIC', v.postings_table, v.stats_table);
+        autoembed._version_name(v.name, ver.ordinal, 'stats_term'), ver.stats_table);
+    EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I FROM PUBLIC', ver.postings_table, ver.stats_table);
 END
 $$;
 
@@ -57,8 +58,8 @@ AS $$
                   k1_param, b_param, ref_param)
 $$;
 
--- The average chunk length now, for a vectorizer's active model version.
-CREATE OR REPLACE FUNCTION autoembed._avgdl(v autoembed.vectorizer)
+-- The average chunk length of a version now.
+CREATE OR REPLACE FUNCTION autoembed._avgdl(ver autoembed.vectorizer_version)
 RETURNS float8
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -67,16 +68,17 @@ DECLARE
     avgdl float8;
 BEGIN
     EXECUTE format($q$SELECT sum(length)::float8 / nullif(sum(docs), 0) FROM autoembed.%I
-                      WHERE model_version_id = $1 AND term = ''$q$, v.stats_table)
-        INTO avgdl USING v.active_version_id;
+                      WHERE model_version_id = $1 AND term = ''$q$, ver.stats_table)
+        INTO avgdl USING ver.model_version_id;
     RETURN avgdl;
 END
 $$;
 
--- Recompute every posting's impact for the vectorizer's current k1, b and the
--- average length now (after set_bm25, or when the collection's average length
--- has drifted far from the one the impacts assume). Rewrites the postings.
-CREATE OR REPLACE FUNCTION autoembed._reimpact(v autoembed.vectorizer)
+-- Recompute every posting's impact of a version for the vectorizer's current
+-- k1, b and the version's average length now (after set_bm25, or when the
+-- average length has drifted far from the one the impacts assume).
+-- Rewrites the version's postings.
+CREATE OR REPLACE FUNCTION autoembed._reimpact(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -87,11 +89,12 @@ BEGIN
     -- The vectorizer row first: completions hold it FOR SHARE while they
     -- write postings with the old settings, so they finish before this starts.
     SELECT * INTO v FROM autoembed.vectorizer AS x WHERE x.id = v.id FOR UPDATE;
-    avgdl := greatest(coalesce(autoembed._avgdl(v), v.bm25_ref_avgdl, 100), 1);
+    SELECT * INTO ver FROM autoembed.vectorizer_version AS x WHERE x.id = ver.id;
+    avgdl := greatest(coalesce(autoembed._avgdl(ver), ver.bm25_ref_avgdl, 100), 1);
     EXECUTE format('UPDATE autoembed.%I AS p SET impact = %s',
-                   v.postings_table, autoembed._impact_expr(1, 2, 3))
+                   ver.postings_table, autoembed._impact_expr(1, 2, 3))
         USING v.bm25_k1, v.bm25_b, avgdl;
-    UPDATE autoembed.vectorizer AS x SET bm25_ref_avgdl = avgdl WHERE x.id = v.id;
+    UPDATE autoembed.vectorizer_version AS x SET bm25_ref_avgdl = avgdl WHERE x.id = ver.id;
 END
 $$;
 
@@ -101,23 +104,23 @@ $$;
 -- -25% / +30% it re-impacts, but only a table of up to a million postings,
 -- and only if nothing it must lock is busy (it never makes writers wait);
 -- autoembed.refresh_bm25_impacts() does it unconditionally.
-CREATE OR REPLACE FUNCTION autoembed._reimpact_if_drifted(v autoembed.vectorizer)
+CREATE OR REPLACE FUNCTION autoembed._reimpact_if_drifted(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    avgdl float8 := autoembed._avgdl(v);
+    avgdl float8 := autoembed._avgdl(ver);
     old_timeout text := current_setting('lock_timeout');
 BEGIN
-    IF avgdl IS NULL OR avgdl BETWEEN v.bm25_ref_avgdl * 0.75 AND v.bm25_ref_avgdl * 1.3
+    IF avgdl IS NULL OR avgdl BETWEEN ver.bm25_ref_avgdl * 0.75 AND ver.bm25_ref_avgdl * 1.3
        OR (SELECT c.reltuples FROM pg_class AS c
-           WHERE c.oid = format('autoembed.%I', v.postings_table)::regclass) > 1e6 THEN
+           WHERE c.oid = format('autoembed.%I', ver.postings_table)::regclass) > 1e6 THEN
         RETURN false;
     END IF;
     BEGIN
         PERFORM set_config('lock_timeout', '50ms', true);
-        PERFORM autoembed._reimpact(v);
+        PERFORM autoembed._reimpact(v, ver);
     EXCEPTION WHEN lock_not_available THEN
         RETURN false;  -- busy: try again at the next compaction
     END;
@@ -126,15 +129,19 @@ BEGIN
 END
 $$;
 
--- Recompute a vectorizer's BM25 impacts for the average chunk length now;
--- searches are exact either way, fastest right after. Rewrites the postings.
+-- Recompute a vectorizer's BM25 impacts (of every version) for the average
+-- chunk length now; searches are exact either way, fastest right after.
+-- Rewrites the postings.
 CREATE OR REPLACE FUNCTION autoembed.refresh_bm25_impacts(name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer(name);
 BEGIN
-    PERFORM autoembed._reimpact(autoembed._vectorizer(name));
+    PERFORM autoembed._reimpact(v, ver)
+    FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
 END
 $$;
 
@@ -147,13 +154,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
+    ver autoembed.vectorizer_version;
     before bigint;
     after bigint;
+    removed bigint := 0;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('autoembed.compact_stats'), v.id) THEN
         RETURN 0;
     END IF;
-    EXECUTE format($q$
+    FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id ORDER BY x.ordinal LOOP
+        EXECUTE format($q$
         WITH old AS (DELETE FROM autoembed.%1$I RETURNING *),
         folded AS (
             INSERT INTO autoembed.%1$I (model_version_id, term, docs, length)
@@ -162,9 +172,11 @@ BEGIN
             HAVING sum(docs) <> 0 OR sum(length) <> 0
             RETURNING 1)
         SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM folded)
-        $q$, v.stats_table) INTO before, after;
-    PERFORM autoembed._reimpact_if_drifted(v);
-    RETURN before - after;
+        $q$, ver.stats_table) INTO before, after;
+        removed := removed + before - after;
+        PERFORM autoembed._reimpact_if_drifted(v, ver);
+    END LOOP;
+    RETURN removed;
 END
 $$;
 
@@ -182,7 +194,8 @@ BEGIN
     PERFORM autoembed._check_bm25(k1, b);
     UPDATE autoembed.vectorizer AS x SET bm25_k1 = k1, bm25_b = b WHERE x.id = v.id
     RETURNING * INTO v;
-    PERFORM autoembed._reimpact(v);
+    PERFORM autoembed._reimpact(v, ver)
+    FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
 END
 $$;
 
@@ -203,10 +216,11 @@ BEGIN
 END
 $$;
 
--- SQL text of the CTEs every BM25 query starts with, for query text $1 and
--- model version $2: q (the query's lexemes and their counts), coll (N and
--- avgdl) and weights (each lexeme's qtf * idf, for lexemes in the collection).
-CREATE OR REPLACE FUNCTION autoembed._bm25_weights(v autoembed.vectorizer)
+-- SQL text of the CTEs every BM25 query of version ver starts with, for query
+-- text $1 and model version $2: q (the query's lexemes and their counts), coll
+-- (N and avgdl) and weights (each lexeme's qtf * idf, for lexemes in the
+-- collection).
+CREATE OR REPLACE FUNCTION autoembed._bm25_weights(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -225,26 +239,27 @@ AS $$
                 SELECT sum(s.docs)::float8 AS df FROM autoembed.%2$I AS s
                 WHERE s.model_version_id = $2 AND s.term = q.term) AS d
             WHERE d.df > 0
-        )$q$, v.ts_config, v.stats_table)
+        )$q$, v.ts_config, ver.stats_table)
 $$;
 
 -- The highest BM25 score any chunk could reach for query: the sum of its
 -- lexemes' weights (each term's saturation tf / (tf + ...) stays below 1).
 -- hybrid_search divides by it to put BM25 scores on a 0..1 scale.
-CREATE OR REPLACE FUNCTION autoembed.bm25_max_score(name text, query text)
+CREATE OR REPLACE FUNCTION autoembed.bm25_max_score(name text, query text, version text DEFAULT NULL)
 RETURNS double precision
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
+    ver autoembed.vectorizer_version := autoembed._version(v, version);
     result double precision;
 BEGIN
-    IF query IS NULL OR v.active_version_id IS NULL THEN
+    IF query IS NULL OR ver.model_version_id IS NULL THEN
         RETURN NULL;
     END IF;
-    EXECUTE format('WITH %s SELECT sum(w) FROM weights', autoembed._bm25_weights(v))
-        INTO result USING query, v.active_version_id;
+    EXECUTE format('WITH %s SELECT sum(w) FROM weights', autoembed._bm25_weights(v, ver))
+        INTO result USING query, ver.model_version_id;
     RETURN result;
 END
 $$;
@@ -272,7 +287,7 @@ $$;
 -- then scored in term order with the same expression as a naive full scan,
 -- so their scores are bit-equal to it (float sums in another order differ by
 -- far less than the 1e-9 relative margin kept).
-CREATE OR REPLACE FUNCTION autoembed._bm25_top(v autoembed.vectorizer)
+CREATE OR REPLACE FUNCTION autoembed._bm25_top(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -350,11 +365,11 @@ AS $$
         WHERE e.score >= coalesce(
             (SELECT x.score FROM exact AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1), 0)
         $q$,
-        autoembed._bm25_weights(v), v.postings_table,
+        autoembed._bm25_weights(v, ver), ver.postings_table,
         'w.w / (1 + $3 * ((1 - $4) / p.tf + $4 * (p.doc_len::float8 / p.tf) / coll.avgdl))',
         -- one posting, looked up by (term, chunk): LIMIT keeps it a probe
         format('SELECT p.tf, p.doc_len FROM autoembed.%I AS p WHERE p.model_version_id = $2 '
-               'AND p.term = w.term AND p.chunk_id = ', v.postings_table))
+               'AND p.term = w.term AND p.chunk_id = ', ver.postings_table))
 $$;
 
 -- The k source rows whose best chunk scores highest for query under BM25.
@@ -362,13 +377,15 @@ $$;
 -- lexemes; fast: it reads each term's best postings first and widens only
 -- until no unread chunk could still enter the top.
 CREATE OR REPLACE FUNCTION autoembed.bm25_search(
-    name text, query text, k int DEFAULT 10, filter jsonb DEFAULT NULL, chunks boolean DEFAULT false)
+    name text, query text, k int DEFAULT 10, filter jsonb DEFAULT NULL, chunks boolean DEFAULT false,
+    version text DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
+    ver autoembed.vectorizer_version := autoembed._version(v, version);
     top_sql text;
     want int;            -- chunks to rank exactly
     top jsonb;
@@ -380,17 +397,17 @@ BEGIN
     IF query IS NULL THEN
         RAISE EXCEPTION 'autoembed: query must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF k = 0 OR v.active_version_id IS NULL THEN
+    IF k = 0 OR ver.model_version_id IS NULL THEN
         RETURN;
     END IF;
-    top_sql := autoembed._bm25_top(v);
+    top_sql := autoembed._bm25_top(v, ver);
     -- rows: a few chunks more than k, as a row's second chunk takes no place
     want := CASE WHEN chunks THEN k ELSE k + 4 END;
     LOOP
         EXECUTE top_sql INTO top
             -- M 30, B 4000, alpha 0.6, 4K sampled: measured on 100k chunks
             -- (benchmarks/latency.py), flat within a few ms around these
-            USING query, v.active_version_id, v.bm25_k1, v.bm25_b, 30, want, v.bm25_ref_avgdl,
+            USING query, ver.model_version_id, v.bm25_k1, v.bm25_b, 30, want, ver.bm25_ref_avgdl,
                   4000, 0.6, 4;
         -- their rows, best chunk per row, those the caller may see
         EXECUTE autoembed._rank_hits(v, format($q$
@@ -398,7 +415,7 @@ BEGIN
                 FROM jsonb_array_elements($1) AS t(hit)
                 JOIN autoembed.%2$I AS e ON e.chunk_id = (t.hit ->> 0)::bigint
                 WHERE %3$s
-                $q$, autoembed._pk_fragment(v, 'e.%1$I'), v.embeddings_table,
+                $q$, autoembed._pk_fragment(v, 'e.%1$I'), ver.embeddings_table,
                 autoembed._visible(v, 'e', 2)),
             chunks, 3)
             INTO results, candidates, found_rows

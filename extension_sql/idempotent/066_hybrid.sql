@@ -29,12 +29,15 @@ CREATE OR REPLACE FUNCTION autoembed.hybrid_search(
     name text, query text, query_embedding @extschema:vector@.vector, k int DEFAULT 10,
     filter jsonb DEFAULT NULL, fusion text DEFAULT 'convex', rrf_k int DEFAULT 60,
     semantic_weight double precision DEFAULT 0.5, candidates int DEFAULT 20,
-    chunks boolean DEFAULT false, normalization text DEFAULT 'spread')
+    chunks boolean DEFAULT false, normalization text DEFAULT 'spread', version text DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer(name);
+    -- one version for both branches, named by number from here on
+    ver text := (autoembed._version(v, version)).ordinal::text;
     n int;
     spread boolean := normalization = 'spread';
     semantic_top double precision;
@@ -70,14 +73,14 @@ BEGIN
     END IF;
     n := greatest(candidates, k);
     IF fusion = 'convex' AND spread THEN
-        semantic_top := CASE (autoembed._vectorizer(name)).distance WHEN 'l2' THEN 0 ELSE 1 END;
-        bm25_top := autoembed.bm25_max_score(name, query);
+        semantic_top := CASE v.distance WHEN 'l2' THEN 0 ELSE 1 END;
+        bm25_top := autoembed.bm25_max_score(name, query, ver);
     END IF;
     RETURN QUERY
     WITH sem AS (
-        SELECT * FROM autoembed.search(name, query_embedding, n, filter, chunks)
+        SELECT * FROM autoembed.search(name, query_embedding, n, filter, chunks, ver)
     ), lex AS (
-        SELECT * FROM autoembed.bm25_search(name, query, n, filter, chunks)
+        SELECT * FROM autoembed.bm25_search(name, query, n, filter, chunks, ver)
     ), joined AS (
         SELECT coalesce(s.pk, l.pk) AS pk, coalesce(s.chunk_no, l.chunk_no) AS chunk_no,
                coalesce(s.chunk, l.chunk) AS chunk,

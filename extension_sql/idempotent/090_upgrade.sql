@@ -1,27 +1,35 @@
--- Bring vectorizers made by an older autoembed up to this one's objects (run
--- by every install; does nothing when they are current).
---
--- Source readers (030_ddl.sql, _create_source_function): vectorizers created
--- before them get one, owned like their trigger functions by the role that
--- created the vectorizer, and granted to the worker roles.
+-- Bring every vectorizer up to this release's generated objects (run by
+-- every install; an upgrade gives what a fresh create_vectorizer gives):
+-- its sync trigger functions, source reader and view of the active version
+-- are made anew from the catalog, owned (like the originals) by the role
+-- that created the vectorizer; and every worker role gets what this
+-- release's workers need (new catalog columns, views made anew).
 DO $upgrade$
 DECLARE
     v autoembed.vectorizer;
     creator regrole;
+    had_reader boolean;
+    worker regrole;
 BEGIN
     FOR v IN SELECT * FROM autoembed.vectorizer ORDER BY id LOOP
-        CONTINUE WHEN pg_catalog.to_regprocedure(
-            pg_catalog.format('autoembed.%I(jsonb, boolean)', autoembed._source_function(v))) IS NOT NULL;
         SELECT p.proowner::regrole INTO creator
         FROM pg_catalog.pg_proc AS p
         WHERE p.oid = pg_catalog.to_regprocedure(pg_catalog.format('autoembed.%I()', v.sync_function));
-        PERFORM autoembed._create_source_function(v);
+        had_reader := pg_catalog.to_regprocedure(
+            pg_catalog.format('autoembed.%I(jsonb, boolean)', autoembed._source_function(v))) IS NOT NULL;
+        PERFORM autoembed._render_vectorizer(v);
         IF creator IS NOT NULL AND creator <> current_user::regrole THEN
             EXECUTE pg_catalog.format('ALTER FUNCTION autoembed.%I(jsonb, boolean) OWNER TO %I',
                                       autoembed._source_function(v), creator);
+            EXECUTE pg_catalog.format('ALTER VIEW autoembed.%I OWNER TO %I', v.embeddings_table, creator);
         END IF;
-        PERFORM autoembed._grant_worker_objects(v, r.role) FROM autoembed._worker_roles() AS r;
-        RAISE NOTICE 'autoembed: vectorizer "%" got its source reader', v.name;
+        IF NOT had_reader THEN
+            PERFORM autoembed._grant_worker_objects(v, r.role) FROM autoembed._worker_roles() AS r;
+            RAISE NOTICE 'autoembed: vectorizer "%" got its source reader', v.name;
+        END IF;
+    END LOOP;
+    FOR worker IN SELECT r.role FROM autoembed._worker_roles() AS r LOOP
+        PERFORM autoembed.grant_worker(worker);
     END LOOP;
 END
 $upgrade$;

@@ -11,22 +11,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from autoembed.cli_support import DB_HELP
+from autoembed.cli_support import database_url as _db
 from autoembed.settings import Settings
 
 if TYPE_CHECKING:
     from autoembed.evaluation.runner import Method
 
-DB_HELP = "PostgreSQL URL (default: $AUTOEMBED_DATABASE_URL)"
 BROKER_HELP = "Celery broker URL (default: $AUTOEMBED_BROKER_URL or redis://localhost:6379/0)"
-
-
-def _db(url: str | None) -> str:
-    try:
-        return Settings(
-            database_url=url or os.environ.get("AUTOEMBED_DATABASE_URL")
-        ).require_database_url()
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
 
 
 @click.group()
@@ -381,6 +373,16 @@ def quickstart(data_dir: str | None, rows: int, keep: bool) -> None:
     from autoembed.quickstart import run
 
     sys.exit(run(data_dir, rows, keep))
+
+
+def _add_lifecycle_commands() -> None:
+    from autoembed.cli_versions import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_lifecycle_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

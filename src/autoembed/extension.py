@@ -47,6 +47,7 @@ _COMMENT = re.compile(r"--[^\n]*")
 _CONFIG_DUMP = """
 -- pg_dump skips an extension's own objects; these tables hold user data.
 SELECT pg_catalog.pg_extension_config_dump('autoembed.vectorizer', '');
+SELECT pg_catalog.pg_extension_config_dump('autoembed.vectorizer_version', '');
 SELECT pg_catalog.pg_extension_config_dump('autoembed.model_version', '');
 SELECT pg_catalog.pg_extension_config_dump('autoembed.model', pg_catalog.format(
     'WHERE name <> ALL (%L::text[])',
@@ -56,6 +57,8 @@ SELECT pg_catalog.pg_extension_config_dump('autoembed.model', pg_catalog.format(
 -- (One call per statement: each call updates the same pg_extension row.)
 SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('autoembed.vectorizer', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('autoembed.vectorizer_version', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('autoembed.model_version', 'id')::regclass, '');
 -- The query cache and requests hold nothing worth restoring: registered like

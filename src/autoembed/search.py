@@ -27,10 +27,33 @@ class ModelVersionMismatch(RuntimeError):
 
 
 def embed_query(
-    conn: psycopg.Connection[Any], name: str, query: str, device: str | None = None
+    conn: psycopg.Connection[Any],
+    name: str,
+    query: str,
+    device: str | None = None,
+    version: str | None = None,
 ) -> Any:
-    """The query's vector, from the vectorizer's active model version."""
-    return embed_queries(conn, name, [query], device)[0]
+    """The query's vector, by the model version of the vectorizer's active
+    version (or of ``version``: a number, model or tag)."""
+    return embed_queries(conn, name, [query], device, version=version)[0]
+
+
+def version_model(
+    conn: psycopg.Connection[Any], name: str, version: str | None = None
+) -> tuple[str, str | None, int]:
+    """(model, model version tag or None, number) of a vectorizer's version
+    (the active one by default)."""
+    try:
+        row = conn.execute(
+            "SELECT ver.model, mv.tag, ver.ordinal "
+            "FROM autoembed._version(autoembed._vectorizer(%s), %s) AS ver "
+            "LEFT JOIN autoembed.model_version AS mv ON mv.id = ver.model_version_id",
+            (name, version),
+        ).fetchone()
+    except psycopg.errors.UndefinedObject as e:  # no such vectorizer or version
+        raise LookupError(e.diag.message_primary or str(e)) from None
+    assert row is not None
+    return str(row[0]), row[1], int(row[2])
 
 
 def embed_queries(
@@ -39,24 +62,20 @@ def embed_queries(
     queries: list[str],
     device: str | None = None,
     batch_size: int = 64,
+    version: str | None = None,
 ) -> npt.NDArray[np.float32]:
-    """The queries' vectors (one row each, in order), from the vectorizer's
-    active model version, embedded ``batch_size`` at a time."""
+    """The queries' vectors (one row each, in order), by the model version of
+    the vectorizer's active version (or of ``version``), embedded
+    ``batch_size`` at a time."""
     from autoembed.worker.embedders import load_embedder
 
-    row = conn.execute(
-        "SELECT v.model, mv.tag FROM autoembed.vectorizer v "
-        "LEFT JOIN autoembed.model_version mv ON mv.id = v.active_version_id WHERE v.name = %s",
-        (name,),
-    ).fetchone()
-    if row is None:
-        raise LookupError(f'autoembed: no vectorizer named "{name}"')
-    model, active_tag = row
+    model, stored_tag, number = version_model(conn, name, version)
     embedder = load_embedder(model, device)
     tag = embedder.version().tag
-    if active_tag is not None and tag != active_tag:
+    if stored_tag is not None and tag != stored_tag:
         raise ModelVersionMismatch(
-            f"vectorizer {name!r} was embedded with {active_tag}, but this process loads {tag}"
+            f"version {number} of vectorizer {name!r} was embedded with {stored_tag}, "
+            f"but this process loads {tag}"
         )
     if not queries:
         return np.zeros((0, embedder.dimensions), dtype=np.float32)

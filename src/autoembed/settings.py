@@ -86,6 +86,13 @@ class Settings:
     # Seconds any one statement of a worker may run (0: the role's setting).
     # A hung statement then fails and its rows go back to the queue.
     statement_timeout: float = 300.0
+    # The share of a worker's batches a re-embedding campaign (and keeping
+    # other versions current) may take while the active version has fresh
+    # work waiting (0: only when there is none; 1: campaign first).
+    campaign_share: float = 0.25
+    # A campaign's batches are sized to take about this long, so fresh work
+    # arriving meanwhile waits at most that for a worker.
+    campaign_batch_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -99,6 +106,8 @@ class Settings:
             ("query_threads", self.query_threads >= 0, "at least 0"),
             ("embed_cache", self.embed_cache >= 0, "0 or more"),
             ("statement_timeout", self.statement_timeout >= 0, "0 or more"),
+            ("campaign_share", 0 <= self.campaign_share <= 1, "between 0 and 1"),
+            ("campaign_batch_seconds", self.campaign_batch_seconds > 0, "positive"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -122,6 +131,8 @@ class Settings:
             query_threads=_env_int("AUTOEMBED_QUERY_THREADS", 1) or 0,
             embed_cache=_env_int("AUTOEMBED_EMBED_CACHE", 0) or 0,
             statement_timeout=_env_float("AUTOEMBED_STATEMENT_TIMEOUT", 300.0),
+            campaign_share=_env_float("AUTOEMBED_CAMPAIGN_SHARE", 0.25),
+            campaign_batch_seconds=_env_float("AUTOEMBED_CAMPAIGN_BATCH_SECONDS", 2.0),
         )
 
     def require_database_url(self) -> str:

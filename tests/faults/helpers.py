@@ -26,7 +26,8 @@ import pytest
 from autoembed.db import connect
 from autoembed.settings import Settings
 from autoembed.worker import queue
-from autoembed.worker.drain import drain_vectorizer
+from autoembed.worker.drain import drain_vectorizer, pipeline_for
+from autoembed.worker.pipeline import Pipeline
 
 Conn = psycopg.Connection[Any]
 
@@ -201,9 +202,10 @@ def queue_rows(conn: Conn, name: str) -> int:
 def tables(conn: Conn, name: str) -> tuple[str, str, str, str]:
     """(embeddings, inbox, queue, pk column) table names, already quoted."""
     row = conn.execute(
-        "SELECT quote_ident(embeddings_table), quote_ident(inbox_table), "
-        "quote_ident(queue_table), quote_ident(pk_columns[1]) "
-        "FROM autoembed.vectorizer WHERE name = %s",
+        "SELECT quote_ident(ver.embeddings_table), quote_ident(v.inbox_table), "
+        "quote_ident(ver.queue_table), quote_ident(v.pk_columns[1]) "
+        "FROM autoembed.vectorizer AS v JOIN autoembed.vectorizer_version AS ver "
+        "ON ver.vectorizer_id = v.id AND ver.state = 'active' WHERE v.name = %s",
         (name,),
     ).fetchone()
     assert row is not None, f"no vectorizer {name!r}"
@@ -277,7 +279,11 @@ def compare_with_fresh(url: str, table: str, name: str, columns: list[str]) -> C
     with connect(url) as conn:
         got_t, _, _, pk = tables(conn, name)
         want_t = tables(conn, f"{name}_fresh")[0]
-        active = f"(SELECT active_version_id FROM autoembed.vectorizer WHERE name = {name!r})"
+        active = (
+            "(SELECT ver.model_version_id FROM autoembed.vectorizer_version AS ver "
+            "JOIN autoembed.vectorizer AS v ON v.id = ver.vectorizer_id "
+            f"WHERE v.name = {name!r} AND ver.state = 'active')"
+        )
         q = f"""
             WITH got AS (SELECT {pk} AS k, chunk_no, chunk, embedding FROM autoembed.{got_t}
                          WHERE model_version_id = {active}),
@@ -326,3 +332,13 @@ def celery_client(broker_url: str) -> Any:
 def send_drain(client: Any, vectorizer_id: int, times: int = 1) -> None:
     for _ in range(times):
         client.send_task("autoembed.drain", args=(vectorizer_id,), queue="autoembed")
+
+
+def active_pipeline(conn: Conn, vectorizer_id: int, settings: Settings) -> Pipeline:
+    """The worker's pipeline for the vectorizer's active version (tests that
+    drive claims and completions by hand use its version's queue)."""
+    config = queue.vectorizer(conn, vectorizer_id)
+    assert config is not None
+    active = queue.versions(conn, vectorizer_id)[0]
+    assert active.state == "active"
+    return pipeline_for(conn, config, active, settings)

@@ -26,7 +26,7 @@ import pytest
 from autoembed.db import connect
 from autoembed.settings import Settings
 from autoembed.worker import queue
-from autoembed.worker.drain import drain_vectorizer, pipeline_for
+from autoembed.worker.drain import drain_vectorizer
 from autoembed.worker.pipeline import Pipeline
 from tests.e2e.conftest import StartWorker, Worker
 from tests.faults import helpers
@@ -61,7 +61,7 @@ def complete(
             chunks.append(piece)
     vectors = list(pipe.embedder.embed(chunks)) if chunks else []
     return queue.complete(
-        conn, pipe.config.id, token, pipe.version_id, keys, item, no, chunks, vectors
+        conn, pipe.version.id, token, pipe.model_version_id, keys, item, no, chunks, vectors
     )
 
 
@@ -74,8 +74,8 @@ def test_100_late_completions_after_the_lease_write_nothing(db_url: str) -> None
         vid = make_docs(conn, 30, long_every=4)
         drain_vectorizer(wb, vid, settings)
         emb = helpers.tables(conn, "docs")[0]
-        pipe_a = pipeline_for(wa, vid, settings)
-        pipe_b = pipeline_for(wb, vid, settings)
+        pipe_a = helpers.active_pipeline(wa, vid, settings)
+        pipe_b = helpers.active_pipeline(wb, vid, settings)
         assert pipe_a is not None
         assert pipe_b is not None
         next_id = 1000
@@ -97,7 +97,7 @@ def test_100_late_completions_after_the_lease_write_nothing(db_url: str) -> None
                     (text(rng, long=rng.random() < 0.3), i),
                 )
             token_a = uuid.uuid4()
-            claimed_a = queue.claim(wa, vid, 10, SHORT_LEASE, token_a)
+            claimed_a = queue.claim(wa, pipe_a.version.id, 10, SHORT_LEASE, token_a)
             assert sorted(json.loads(c.key)["id"] for c in claimed_a) == sorted(picked)
             # while A embeds (or is stopped), the rows change
             for i in picked:
@@ -120,7 +120,7 @@ def test_100_late_completions_after_the_lease_write_nothing(db_url: str) -> None
                 drain_vectorizer(wb, vid, settings)
             else:
                 token_b = uuid.uuid4()
-                claimed_b = queue.claim(wb, vid, 10, 30, token_b)
+                claimed_b = queue.claim(wb, pipe_b.version.id, 10, 30, token_b)
                 if order == "B then A":
                     complete(pipe_b, wb, token_b, claimed_b)
                 before = snapshot(conn, emb, affected)
@@ -168,7 +168,7 @@ def _expired(conn: Conn, q: str, ids: list[int]) -> bool:
 def _rejections(worker: Worker) -> int:
     return sum(
         int(m)
-        for m in re.findall(r"docs: (\d+) rows not written: their claim expired", worker.log())
+        for m in re.findall(r"docs v\d+: (\d+) rows not written: their claim expired", worker.log())
     )
 
 

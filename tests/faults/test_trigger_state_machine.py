@@ -35,7 +35,7 @@ from hypothesis.stateful import (
 from autoembed.db import connect
 from autoembed.settings import Settings
 from autoembed.worker import queue
-from autoembed.worker.drain import drain_vectorizer, pipeline_for
+from autoembed.worker.drain import drain_vectorizer
 from autoembed.worker.pipeline import Pipeline
 from tests.faults import helpers
 from tests.faults.helpers import Figures, size
@@ -72,7 +72,7 @@ def test_trigger_state_machine(db_url: str) -> None:
                 assert row is not None
                 self.vid = int(row[0])
                 self.emb = helpers.tables(conn, self.name)[0]
-                pipe = pipeline_for(wconn, self.vid, Settings(lease_seconds=30))
+                pipe = helpers.active_pipeline(wconn, self.vid, Settings(lease_seconds=30))
                 assert pipe is not None
                 self.pipe: Pipeline = pipe
                 self.model: dict[int, str | None] = {}
@@ -167,7 +167,7 @@ def test_trigger_state_machine(db_url: str) -> None:
             ) -> None:
                 """A worker claims and embeds; the row changes before it writes."""
                 token = uuid.uuid4()
-                claimed = queue.claim(wconn, self.vid, batch, 30, token)
+                claimed = queue.claim(wconn, self.pipe.version.id, batch, 30, token)
                 if not claimed:
                     return
                 k = json.loads(claimed[which % len(claimed)].key)["id"]
@@ -181,7 +181,15 @@ def test_trigger_state_machine(db_url: str) -> None:
                         chunks.append(piece)
                 vectors = list(self.pipe.embedder.embed(chunks)) if chunks else []
                 queue.complete(
-                    wconn, self.vid, token, self.pipe.version_id, keys_, item, no, chunks, vectors
+                    wconn,
+                    self.pipe.version.id,
+                    token,
+                    self.pipe.model_version_id,
+                    keys_,
+                    item,
+                    no,
+                    chunks,
+                    vectors,
                 )
 
             @rule()

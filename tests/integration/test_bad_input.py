@@ -419,7 +419,7 @@ def test_a_model_that_fails_to_load_is_reported_and_its_rows_wait_for_the_fix(
     assert s["error"] is not None
     assert "cannot load model" in s["error"]
     assert str(model_dir) in s["error"]
-    attempts = conn.execute("SELECT sum(attempts) FROM autoembed.t_queue").fetchone()
+    attempts = conn.execute("SELECT sum(attempts) FROM autoembed.t_queue_v1").fetchone()
     assert attempts == (0,), "a model that cannot load spends no row's attempts"
 
     # Fix the model: the same path now holds a loadable model.
@@ -449,7 +449,7 @@ def test_a_row_the_database_will_not_store_fails_alone_and_retry_failed_requeues
     texts[4] = "row 4 is forbidden"
     make_table(conn, texts, max_attempts=2, retry_delay="0 seconds")
     conn.execute(
-        "ALTER TABLE autoembed.t_embeddings ADD CONSTRAINT no_forbidden "
+        "ALTER TABLE autoembed.t_embeddings_v1 ADD CONSTRAINT no_forbidden "
         "CHECK (chunk NOT LIKE '%forbidden%')"
     )
 
@@ -459,13 +459,13 @@ def test_a_row_the_database_will_not_store_fails_alone_and_retry_failed_requeues
     assert sorted(chunks(conn, "t")) == [(i,) for i in texts if i != 4]
     s = status(conn, "t")
     assert (s["pending"], s["failed"], s["embedded_rows"]) == (0, 1, 7)
-    row = conn.execute("SELECT id, attempts, last_error FROM autoembed.t_queue").fetchone()
+    row = conn.execute("SELECT id, attempts, last_error FROM autoembed.t_queue_v1").fetchone()
     assert row is not None
     assert row[:2] == (4, 2)
     assert "writing failed" in row[2]
     assert "no_forbidden" in row[2]
 
-    conn.execute("ALTER TABLE autoembed.t_embeddings DROP CONSTRAINT no_forbidden")
+    conn.execute("ALTER TABLE autoembed.t_embeddings_v1 DROP CONSTRAINT no_forbidden")
     assert conn.execute("SELECT autoembed.retry_failed('t')").fetchone() == (1,)
     assert drain(db_url).failed == 0
     assert sorted(chunks(conn, "t")) == [(i,) for i in texts]

@@ -21,6 +21,7 @@ from autoembed.embedded import EmbeddedPostgres
 from tests.conftest import drain
 from tests.integration.helpers import (
     Hit,
+    active_version,
     call_search,
     count,
     create_vectorizer,
@@ -280,11 +281,7 @@ def test_concurrent_writers_and_compaction_do_not_wait_for_each_other(
 
 
 def _stats_rows(conn: Conn) -> int:
-    row = conn.execute(
-        "SELECT stats_table FROM autoembed.vectorizer WHERE name = 'docs'"
-    ).fetchone()
-    assert row is not None
-    return count(conn, sql.Identifier("autoembed", row[0]))
+    return count(conn, sql.Identifier("autoembed", active_version(conn, "docs")["stats_table"]))
 
 
 def test_compact_stats_folds_the_deltas_and_changes_no_score(conn: Conn, db_url: str) -> None:

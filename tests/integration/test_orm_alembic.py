@@ -115,7 +115,9 @@ def test_autogenerate_upgrade_search_alter_and_downgrade(
     command.upgrade(cfg, "head")
     with connect(db_url) as c:
         assert c.execute(
-            "SELECT columns, model FROM autoembed.vectorizer WHERE name = 'products'"
+            "SELECT v.columns, ver.model FROM autoembed.vectorizer AS v "
+            "JOIN autoembed.vectorizer_version AS ver ON ver.vectorizer_id = v.id "
+            "WHERE v.name = 'products'"
         ).fetchone() == (["name", "description"], "hash:64")
 
     # No drift right after the upgrade: autoembed's tables are not reported,

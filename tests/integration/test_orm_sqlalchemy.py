@@ -62,7 +62,9 @@ def test_create_all_creates_the_vectorizer_and_drop_all_drops_it(db_url: str) ->
     Base.metadata.create_all(engine)
     with connect(db_url) as c:
         row = c.execute(
-            "SELECT columns, model, chunk_tokens FROM autoembed.vectorizer WHERE name = 'notes'"
+            "SELECT v.columns, ver.model, v.chunk_tokens FROM autoembed.vectorizer AS v "
+            "JOIN autoembed.vectorizer_version AS ver ON ver.vectorizer_id = v.id "
+            "WHERE v.name = 'notes'"
         ).fetchone()
         assert row == (["title", "body"], "hash:64", 32)
     Base.metadata.drop_all(engine)
@@ -146,7 +148,8 @@ def test_a_process_with_another_model_version_never_embeds_the_query(
     with connect(db_url) as c:
         c.execute(
             "UPDATE autoembed.model_version SET tag = tag || '-elsewhere' "
-            "WHERE id = (SELECT active_version_id FROM autoembed.vectorizer WHERE name = 'notes')"
+            "WHERE id = (SELECT model_version_id FROM autoembed.vectorizer_version "
+            "WHERE state = 'active')"
         )
     with Session(engine) as session:
         # no worker answers text queries here: the database path is tried, and fails

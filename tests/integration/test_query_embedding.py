@@ -19,10 +19,9 @@ import pytest
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.settings import Settings
 from autoembed.worker.embedders import HashingEmbedder
-from autoembed.worker.query_service import QueryService
 from tests.conftest import drain
+from tests.integration.helpers import QueryServiceThread as Service
 from tests.integration.helpers import call_search, ids, make_texts
 
 Conn = psycopg.Connection[Any]
@@ -33,21 +32,6 @@ TEXTS = [
     "how to reset a forgotten password",
     "the history of the roman empire",
 ]
-
-
-class Service:
-    """The query service in a thread of this process."""
-
-    def __init__(self, url: str) -> None:
-        self.service = QueryService(url, Settings(database_url=url))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.service.run, args=(self._stop,), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        assert not self._thread.is_alive()
 
 
 @pytest.fixture
@@ -78,8 +62,12 @@ def cache(conn: Conn) -> list[tuple[Any, ...]]:
 
 
 def version_id(conn: Conn, name: str = "docs") -> int:
+    """The model version of the vectorizer's active version."""
     row = conn.execute(
-        "SELECT active_version_id FROM autoembed.vectorizer WHERE name = %s", (name,)
+        "SELECT ver.model_version_id FROM autoembed.vectorizer_version AS ver "
+        "JOIN autoembed.vectorizer AS v ON v.id = ver.vectorizer_id "
+        "WHERE v.name = %s AND ver.state = 'active'",
+        (name,),
     ).fetchone()
     assert row is not None
     assert row[0] is not None
@@ -205,7 +193,7 @@ def test_a_worker_with_another_model_version_leaves_the_request(
         "'fp32', 128, 'hash:32@sha256:other/d32/sum/normalized/fp32/seq128')"
     ).fetchone()
     assert other is not None
-    docs.execute("UPDATE autoembed.vectorizer SET active_version_id = %s", (other[0],))
+    docs.execute("UPDATE autoembed.vectorizer_version SET model_version_id = %s", (other[0],))
     docs.execute("SET autoembed.query_timeout = '1s'")
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as info:
         docs.execute("SELECT autoembed.embed_query('docs', 'green pears')")

@@ -23,7 +23,14 @@ from autoembed.worker.drain import pipeline_for
 from autoembed.worker.embedders import HashingEmbedder
 from autoembed.worker.pipeline import VectorizerUnavailable
 from tests.conftest import drain
-from tests.integration.helpers import chunks, create_vectorizer, queued_keys, status, vectorizer
+from tests.integration.helpers import (
+    active_version,
+    chunks,
+    create_vectorizer,
+    queued_keys,
+    status,
+    vectorizer,
+)
 
 Conn = psycopg.Connection[Any]
 DIMS = 16
@@ -49,11 +56,13 @@ def worker(db_url: str) -> Iterator[Callable[[], Conn]]:
 
 
 def make_docs(conn: Conn, texts: dict[int, str], **options: Any) -> int:
-    """Table docs(id, body) holding ``texts``, with vectorizer 'docs' on it."""
+    """Table docs(id, body) holding ``texts``, with vectorizer 'docs' on it;
+    returns the id of its (active) version, whose queue the tests drive."""
     conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO docs VALUES (%s, %s)", list(texts.items()))
-    return create_vectorizer(conn, "docs", ["body"], model=f"hash:{DIMS}", **options)
+    create_vectorizer(conn, "docs", ["body"], model=f"hash:{DIMS}", **options)
+    return int(active_version(conn, "docs")["id"])
 
 
 def hash_version(conn: Conn) -> int:
@@ -196,7 +205,7 @@ def test_queue_functions_reject_bad_arguments(conn: Conn, worker: Callable[[], C
         queue.claim(w, vid, 0, LEASE, uuid.uuid4())
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="lease"):
         queue.claim(w, vid, 1, 0, uuid.uuid4())
-    with pytest.raises(psycopg.errors.UndefinedObject, match="no vectorizer with id"):
+    with pytest.raises(psycopg.errors.UndefinedObject, match="no vectorizer version with id"):
         queue.claim(w, vid + 100, 1, LEASE, uuid.uuid4())
     token = uuid.uuid4()
     claimed = queue.claim(w, vid, 10, LEASE, token)
@@ -515,8 +524,11 @@ def test_a_worker_with_another_model_version_is_refused_and_reported(
     queue.release(w, vid, token)
 
     # The worker's own check refuses before claiming, and says why in the status.
+    version = queue.versions(w, vectorizer(conn, "docs").id)[0]
+    config = queue.vectorizer(w, vectorizer(conn, "docs").id)
+    assert config is not None
     with pytest.raises(VectorizerUnavailable, match="model version"):
-        pipeline_for(w, vid, Settings(database_url=db_url))
+        pipeline_for(w, config, version, Settings(database_url=db_url))
     st = status(conn, "docs")
     assert st["error"] is not None
     assert "model version" in st["error"]

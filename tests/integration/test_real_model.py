@@ -103,7 +103,7 @@ def _queued(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
     """(inbox rows, queue rows, pending according to vectorizer_status)."""
     row = conn.execute(
         "SELECT (SELECT count(*) FROM autoembed.papers_inbox), "
-        "(SELECT count(*) FROM autoembed.papers_queue), "
+        "(SELECT count(*) FROM autoembed.papers_queue_v1), "
         "(SELECT pending FROM autoembed.vectorizer_status WHERE name = 'papers')"
     ).fetchone()
     assert row is not None

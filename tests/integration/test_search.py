@@ -21,6 +21,7 @@ from autoembed.worker import queue
 from autoembed.worker.embedders import HashingEmbedder
 from tests.conftest import drain
 from tests.integration.helpers import (
+    active_version,
     call_search,
     chunks,
     ids,
@@ -178,7 +179,7 @@ def _store_random_vectors(
     the embedder, so that cosine, l2 and inner product rank differently."""
     with connect(db_url) as w:
         queue.prepare(w)
-        vid = vectorizer(w, name).id
+        vid = active_version(w, name)["id"]
         token = uuid.uuid4()
         claimed = queue.claim(w, vid, 1000, 30, token)
         version = queue.register_version(w, EMBEDDER.version())

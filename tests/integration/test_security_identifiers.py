@@ -175,8 +175,9 @@ def test_200_hostile_identifiers(conn: Conn, db_url: str) -> None:
         conn.execute("SELECT autoembed.drop_vectorizer(%s)", (case["name"],))
     left = conn.execute(
         "SELECT count(*) FROM pg_class WHERE relnamespace = 'autoembed'::regnamespace "
-        "AND relname NOT IN ('model', 'model_version', 'vectorizer', 'query_cache', "
-        "'query_request', 'alembic_version') AND relkind IN ('r', 'p')"
+        "AND relname NOT IN ('model', 'model_version', 'vectorizer', 'vectorizer_version', "
+        "'query_cache', 'query_request', 'alembic_version', 'vectorizer_status', "
+        "'vectorizer_versions') AND relkind IN ('r', 'p', 'v')"
     ).fetchone()
     assert left == (0,)
     assert conn.execute("SELECT count(*) FROM public.canary").fetchone() == (0,)

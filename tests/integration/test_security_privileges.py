@@ -176,14 +176,21 @@ def test_autoembed_tables_are_not_readable_by_public(conn: Conn, db_url: str) ->
         r[0]
         for r in conn.execute(
             "SELECT c.oid::regclass::text FROM pg_class AS c "
-            "WHERE c.relnamespace = 'autoembed'::regnamespace AND c.relkind IN ('r', 'p') "
+            "WHERE c.relnamespace = 'autoembed'::regnamespace AND c.relkind IN ('r', 'p', 'v') "
             "ORDER BY 1"
         )
     ]
-    public_catalog = {"autoembed.model", "autoembed.model_version", "autoembed.vectorizer"}
+    public_catalog = {
+        "autoembed.model",
+        "autoembed.model_version",
+        "autoembed.vectorizer",
+        "autoembed.vectorizer_version",
+    }
     private = [t for t in tables if t not in public_catalog]
-    # inbox, queue, embeddings, postings, stats of both; query cache and requests
-    assert len(private) >= 12, tables
+    # inbox, the view of the active version, and the version's queue,
+    # embeddings, postings, stats of both; query cache and requests; the
+    # status views
+    assert len(private) >= 17, tables
     assert {"autoembed.query_cache", "autoembed.query_request"} <= set(private)
     with roles(conn, "anyone") as (r,), connect_as(db_url, r) as c:
         for t in private:

@@ -15,6 +15,7 @@ from tests.conftest import drain
 from tests.integration.helpers import (
     Conn,
     Key,
+    active_version,
     add_docs,
     chunks,
     count,
@@ -102,8 +103,8 @@ def test_drain_embeds_every_row_tagged_with_a_model_version(conn: Conn, db_url: 
     assert len(version_ids) == 1
     (version_id,) = version_ids
     row = conn.execute(
-        "SELECT m.tag, v.active_version_id FROM autoembed.model_version AS m "
-        "JOIN autoembed.vectorizer AS v ON v.name = 'docs' WHERE m.id = %s",
+        "SELECT m.tag, ver.model_version_id FROM autoembed.model_version AS m "
+        "JOIN autoembed.vectorizer_version AS ver ON ver.state = 'active' WHERE m.id = %s",
         (version_id,),
     ).fetchone()
     assert row is not None
@@ -184,7 +185,7 @@ def test_delete_rolled_back_keeps_chunks(conn: Conn, db_url: str) -> None:
 def test_truncate_clears_embeddings_queue_and_inbox(conn: Conn, db_url: str) -> None:
     embedded(conn, db_url, 20)
     add_docs(conn, 21, 30)
-    vid = vectorizer(conn, "docs").id
+    vid = active_version(conn, "docs")["id"]
     # A worker merges the inbox into the queue and claims part of it.
     conn.execute(
         "SELECT * FROM autoembed.claim_batch(%s, 3, '1 minute', gen_random_uuid())", (vid,)

@@ -148,13 +148,11 @@ def test_workers_use_the_cache_size_from_settings(monkeypatch: pytest.MonkeyPatc
         seen.append(cache_size)
         raise drain.ModelLoadError("stop here")
 
-    class Config:
-        paused = False
-        model = "hash:12"
+    config = drain.queue.VectorizerConfig(1, "docs", None, 0, False)
+    version = drain.queue.VersionConfig(7, 1, "hash:12", 12, "active", None)
 
     monkeypatch.setattr(drain, "load_embedder", fake_load)
-    monkeypatch.setattr(drain.queue, "vectorizer", lambda conn, vid: Config())
     monkeypatch.setattr(drain.queue, "report_error", lambda conn, vid, error: None)
     with pytest.raises(drain.VectorizerUnavailable):
-        drain.pipeline_for(None, 1, Settings(embed_cache=500))  # type: ignore[arg-type]
+        drain.pipeline_for(None, config, version, Settings(embed_cache=500))  # type: ignore[arg-type]
     assert seen == [500]

@@ -165,7 +165,8 @@ class Vectorizer:
             sa.Column("model_version_id", sa.Integer, primary_key=True),
             sa.Column("chunk_no", sa.Integer, primary_key=True),
             sa.Column("chunk", sa.Text, nullable=False),
-            sa.Column("embedding", Vector(self.dimensions), nullable=False),
+            # the view of the active version: its dimension changes with the model
+            sa.Column("embedding", Vector(), nullable=False),
             sa.Column("embedded_at", sa.DateTime(timezone=True), nullable=False),
             sa.Column("chunk_id", sa.BigInteger, nullable=False),
             schema="autoembed",

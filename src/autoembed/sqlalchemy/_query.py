@@ -35,8 +35,10 @@ def embed_query(bind: Bind, name: str, query: str) -> QueryEmbedding:
     conn = bind.connection() if isinstance(bind, Session) else bind
     row = conn.execute(
         sa.text(
-            "SELECT v.model, mv.tag FROM autoembed.vectorizer AS v "
-            "LEFT JOIN autoembed.model_version AS mv ON mv.id = v.active_version_id "
+            "SELECT ver.model, mv.tag FROM autoembed.vectorizer AS v "
+            "JOIN autoembed.vectorizer_version AS ver ON ver.vectorizer_id = v.id "
+            "AND ver.state = 'active' "
+            "LEFT JOIN autoembed.model_version AS mv ON mv.id = ver.model_version_id "
             "WHERE v.name = :name"
         ).bindparams(sa.bindparam("name", name, type_=sa.Text))
     ).one_or_none()

@@ -201,11 +201,17 @@ def stored_specs(conn: sa.Connection) -> dict[str, tuple[VectorizerSpec, bool]]:
     empty when autoembed is not installed."""
     if not conn.execute(sa.text("SELECT to_regclass('autoembed.vectorizer')")).scalar():
         return {}
+    # The model: a running campaign's (the change is under way), else the
+    # active version's.
     rows = conn.execute(
         sa.text(
-            "SELECT v.name, n.nspname, c.relname, v.columns, v.model, v.dimensions, "
+            "SELECT v.name, n.nspname, c.relname, v.columns, ver.model, ver.dimensions, "
             "v.chunk_tokens, v.chunk_overlap, v.ts_config, v.distance, v.index_method, v.paused "
             "FROM autoembed.vectorizer AS v "
+            "CROSS JOIN LATERAL (SELECT x.model, x.dimensions "
+            "  FROM autoembed.vectorizer_version AS x "
+            "  WHERE x.vectorizer_id = v.id AND x.state IN ('building', 'active') "
+            "  ORDER BY x.state = 'building' DESC LIMIT 1) AS ver "
             "JOIN pg_catalog.pg_class AS c ON c.oid = v.source "
             "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace ORDER BY v.id"
         )
