@@ -89,7 +89,7 @@ class Scheduler:
     def __init__(self, share: float, batch_seconds: float) -> None:
         self.share = share
         self.batch_seconds = batch_seconds
-        self.credit = 0.0  # background batches owed
+        self.credit = 1.0 if share >= 1 else 0.0  # background batches owed
         self._seconds_per_row: dict[int, float] = {}
 
     def order(self, versions: list[queue.VersionConfig]) -> list[queue.VersionConfig]:
@@ -112,7 +112,7 @@ class Scheduler:
             elif self.share > 0:
                 self.credit = min(1.0, self.credit + self.share / (1 - self.share))
             return
-        if self.credit >= 1:
+        if self.credit >= 1 and self.share < 1:
             self.credit -= 1
         if rows > 0:
             measured = seconds / rows

@@ -314,6 +314,14 @@ def _methods(value: str, options: tuple[str, ...]) -> tuple[Method, ...]:
     help="Where to save the results (default: benchmarks/results/quality_<dataset>_<split>.json).",
 )
 @click.option("--rebuild", is_flag=True, help="Reload and re-embed the corpus even if unchanged.")
+@click.option(
+    "--version",
+    "versions",
+    multiple=True,
+    metavar="VERSION",
+    help="Evaluate this version of the collection's vectorizer (a number, model or tag; "
+    "repeatable: versions side by side). Default: the active one.",
+)
 def evaluate(
     dataset_dir: Path,
     split: str,
@@ -325,6 +333,7 @@ def evaluate(
     limit_queries: int | None,
     json_path: Path | None,
     rebuild: bool,
+    versions: tuple[str, ...],
 ) -> None:
     """Search quality on a BEIR-format collection in DATASET_DIR: nDCG@10,
     Recall@100, MRR@10 and query latency for bm25, semantic and hybrid search.
@@ -351,6 +360,7 @@ def evaluate(
         limit_queries=limit_queries,
         json_path=json_path,
         rebuild=rebuild,
+        versions=versions,
     )
     try:
         run_evaluation(options, say=lambda msg: click.echo(msg))

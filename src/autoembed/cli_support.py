@@ -39,4 +39,4 @@ def sql_errors() -> Iterator[None]:
             message += f"\nhint: {diag.message_hint}"
         raise click.ClickException(message) from e
     except LookupError as e:
-        raise click.ClickException(str(e).strip("'\"")) from e
+        raise click.ClickException(str(e)) from e

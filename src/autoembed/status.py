@@ -25,19 +25,29 @@ class VectorizerStatus:
     last_activity: dt.datetime | None
     paused: bool
     error: str | None
+    # a running re-embedding campaign (autoembed versions NAME shows more)
+    campaign_version: int | None = None
+    campaign_model: str | None = None
+    campaign_percent: float | None = None
+    campaign_eta: dt.timedelta | None = None
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["lag_seconds"] = self.lag.total_seconds()
         del d["lag"]
         d["last_activity"] = self.last_activity.isoformat() if self.last_activity else None
+        d["campaign_percent"] = (
+            None if self.campaign_percent is None else float(self.campaign_percent)
+        )
+        d["campaign_eta"] = None if self.campaign_eta is None else self.campaign_eta.total_seconds()
         return d
 
 
 def fetch(conn: psycopg.Connection[Any], name: str | None = None) -> list[VectorizerStatus]:
     rows = conn.execute(
         "SELECT id, name, source, model, model_version, embedded_rows, chunks, pending, "
-        "in_flight, failed, lag, last_activity, paused, error "
+        "in_flight, failed, lag, last_activity, paused, error, campaign_version, campaign_model, "
+        "campaign_percent, campaign_eta "
         "FROM autoembed.vectorizer_status WHERE %s::text IS NULL OR name = %s ORDER BY id",
         (name, name),
     ).fetchall()
@@ -87,6 +97,12 @@ def format_table(rows: list[VectorizerStatus]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     for r in rows:
+        if r.campaign_version is not None:
+            eta = "" if r.campaign_eta is None else f", about {_lag(r.campaign_eta)} to go"
+            lines.append(
+                f"{r.name}: re-embedding with {r.campaign_model} (version {r.campaign_version}): "
+                f"{r.campaign_percent}%{eta}; autoembed versions {r.name}"
+            )
         if r.error:
             lines.append(f"{r.name}: {r.error}")
     return "\n".join(lines)

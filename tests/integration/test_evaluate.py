@@ -17,6 +17,7 @@ from autoembed.cli import main
 from autoembed.db import connect
 from autoembed.evaluation import beir, metrics
 from autoembed.worker.embedders import HashingEmbedder
+from tests.conftest import drain
 
 TINY = Path(__file__).resolve().parent.parent / "data" / "beir_tiny"
 MODEL = "hash:64"
@@ -238,3 +239,34 @@ def test_queries_are_embedded_in_batches_like_one_at_a_time(db_url: str) -> None
         assert embed_queries(conn, "notes", []).shape == (0, 8)
         with pytest.raises(LookupError, match='no vectorizer named "nope"'):
             embed_queries(conn, "nope", ["x"])
+
+
+def test_versions_side_by_side(db_url: str, tmp_path: Path) -> None:
+    run_ok(db_url, tmp_path / "first.json")
+    with connect(db_url) as conn:
+        conn.execute(
+            "SELECT autoembed.set_model(%s, 'hash:16', activate => 'manual')", (VECTORIZER,)
+        )
+    building = evaluate(db_url, tmp_path / "x.json", "--version", "2")
+    assert building.exit_code == 1
+    assert "still being embedded" in building.output
+    drain(db_url)
+
+    doc = run_ok(db_url, tmp_path / "both.json", "--version", "1", "--version", "hash:16")
+    assert list(doc["metrics"]) == [
+        f"{m} version={v}" for v in ("1", "hash:16") for m in ("bm25", "semantic", "hybrid")
+    ]
+    assert doc["settings"]["versions"] == ["1", "hash:16"]
+    metrics_of = doc["metrics"]
+    # the same chunks, so BM25 agrees; another model, so semantic does not
+    scores = ("ndcg@10", "recall@100", "mrr@10")
+    assert [metrics_of["bm25 version=1"][s] for s in scores] == [
+        metrics_of["bm25 version=hash:16"][s] for s in scores
+    ]
+    first = {q["query_id"]: q["hits"] for q in doc["per_query"]["semantic version=1"]}
+    second = {q["query_id"]: q["hits"] for q in doc["per_query"]["semantic version=hash:16"]}
+    assert first != second
+
+    unknown = evaluate(db_url, tmp_path / "y.json", "--version", "7")
+    assert unknown.exit_code == 1
+    assert 'has no version "7"' in unknown.output

@@ -37,6 +37,9 @@ class Options:
     rebuild: bool = False
     show_progress: bool | None = None  # None: when stderr is a terminal
     k: int = runner.K
+    # Versions of the collection's vectorizer to evaluate side by side (a
+    # number, model or tag each); empty: the active one.
+    versions: tuple[str, ...] = ()
 
 
 def default_json_path(collection: beir.Collection) -> Path:
@@ -113,19 +116,24 @@ def _evaluate(
             say=say,
             show_progress=opts.show_progress,
         )
-        t = time.monotonic()
-        vectors: dict[str, Any] = {}
-        if any(m.name != "bm25" for m in opts.methods):
-            vectors = runner.embed_queries(conn, loaded.vectorizer, collection)
-        embed_queries_s = time.monotonic() - t
-        t = time.monotonic()
+        store.check_versions(conn, loaded.vectorizer, opts.versions)
+        embed_queries_s = search_s = 0.0
         results = []
-        for method in opts.methods:
-            say(f"searching: {method.label} ...")
-            results.append(
-                runner.run_method(conn, loaded.vectorizer, collection, vectors, method, opts.k)
-            )
-        search_s = time.monotonic() - t
+        for version in opts.versions or (None,):
+            t = time.monotonic()
+            vectors: dict[str, Any] = {}
+            if any(m.name != "bm25" for m in opts.methods):
+                vectors = runner.embed_queries(conn, loaded.vectorizer, collection, version)
+            embed_queries_s += time.monotonic() - t
+            t = time.monotonic()
+            for method in opts.methods:
+                if version is not None:
+                    method = Method(method.name, {**method.options, "version": version})
+                say(f"searching: {method.label} ...")
+                results.append(
+                    runner.run_method(conn, loaded.vectorizer, collection, vectors, method, opts.k)
+                )
+            search_s += time.monotonic() - t
         versions = report.versions(conn)
     total_s = time.monotonic() - started
     timings = {
@@ -146,6 +154,7 @@ def _evaluate(
         "db": describe_db(opts.db_url, opts.data_dir),
         "limit_queries": opts.limit_queries,
         "rebuild": opts.rebuild,
+        "versions": list(opts.versions),
         "latency": "SQL call only (execute + fetch), one connection, "
         "one untimed warm-up query per method; query embedding excluded",
     }

@@ -91,12 +91,13 @@ class MethodResult:
 
 
 def embed_queries(
-    conn: Conn, vectorizer: str, collection: Collection
+    conn: Conn, vectorizer: str, collection: Collection, version: str | None = None
 ) -> dict[str, npt.NDArray[np.float32]]:
-    """Every query's vector, by query id, from the vectorizer's model version."""
+    """Every query's vector, by query id, from the model version of the
+    vectorizer's active version (or of ``version``)."""
     from autoembed.search import embed_queries as embed
 
-    vectors = embed(conn, vectorizer, [q.text for q in collection.queries])
+    vectors = embed(conn, vectorizer, [q.text for q in collection.queries], version=version)
     return {q.id: v for q, v in zip(collection.queries, vectors, strict=True)}
 
 

@@ -220,3 +220,23 @@ def ensure(
         embed_seconds,
         written,
     )
+
+
+def check_versions(conn: Conn, vectorizer: str, versions: tuple[str, ...]) -> None:
+    """Each named version of the vectorizer exists and is complete (not a
+    campaign still embedding)."""
+    for version in versions:
+        try:
+            row = conn.execute(
+                "SELECT ver.ordinal, ver.model, ver.state "
+                "FROM autoembed._version(autoembed._vectorizer(%s), %s) AS ver",
+                (vectorizer, version),
+            ).fetchone()
+        except psycopg.errors.UndefinedObject as e:
+            raise EvaluationError(e.diag.message_primary or str(e)) from None
+        assert row is not None
+        if row[2] == "building":
+            raise EvaluationError(
+                f"version {row[0]} ({row[1]}) of {vectorizer} is still being embedded: "
+                f"evaluate it when `autoembed versions {vectorizer}` says ready or active"
+            )
