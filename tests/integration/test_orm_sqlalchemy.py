@@ -92,6 +92,30 @@ def test_embeddings_are_mapped_with_a_relationship_both_ways(engine: sa.Engine) 
         assert other.parent.title == "River engines"
 
 
+def test_a_query_embedded_before_a_model_change_searches_its_own_version(
+    engine: sa.Engine, db_url: str
+) -> None:
+    with Session(engine) as session:
+        before = Note.embeddings.embed_query(session, "stars and planets")
+        first = session.execute(Note.embeddings.semantic(before, k=2).select()).all()
+    with connect(db_url) as c:
+        c.execute("SELECT autoembed.set_model('notes', 'hash:32')")
+    drain(db_url)  # version 2 (32 dimensions) is active now
+    with Session(engine) as session:
+        # the old query's vector is searched in the version that made it
+        again = session.execute(Note.embeddings.semantic(before, k=2).select()).all()
+        assert [(r.Note.id, r.score) for r in again] == [(r.Note.id, r.score) for r in first]
+        after = Note.embeddings.embed_query(session, "stars and planets")
+        assert len(after.vector) == 32
+        assert after.version != before.version
+        rows = session.execute(Note.embeddings.hybrid(after, k=2).select()).all()
+        assert rows[0].Note.id == 3
+        old = session.execute(Note.embeddings.bm25("telescope", k=1, version="1").select()).all()
+        assert [r.Note.id for r in old] == [3]
+        chunks = session.scalars(sa.select(Note.embeddings.Embedding)).all()
+        assert {len(c.embedding) for c in chunks} == {32}  # the view: the active version
+
+
 def test_semantic_search_returns_instances_with_score_and_rank(engine: sa.Engine) -> None:
     with Session(engine) as session:
         query = Note.embeddings.embed_query(session, "red apples in autumn")

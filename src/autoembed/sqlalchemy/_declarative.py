@@ -197,27 +197,31 @@ class Vectorizer:
 
     # ----------------------------------------------------------------- search
 
-    def embed_query(self, bind: Bind, query: str) -> QueryEmbedding:
-        """The query's embedding by the stored vectors' model version."""
-        return embed_query(bind, self.name, query)
+    def embed_query(self, bind: Bind, query: str, version: str | None = None) -> QueryEmbedding:
+        """The query's embedding by the stored vectors' model version (of the
+        active version, or of ``version``: a number, model or tag)."""
+        return embed_query(bind, self.name, query, version)
 
-    async def aembed_query(self, session: AsyncSession, query: str) -> QueryEmbedding:
-        return await aembed_query(session, self.name, query)
+    async def aembed_query(
+        self, session: AsyncSession, query: str, version: str | None = None
+    ) -> QueryEmbedding:
+        return await aembed_query(session, self.name, query, version)
 
     def semantic(self, query: _search.Query, k: int = 10, **options: Any) -> _search.SearchHits:
         """Nearest rows to a QueryEmbedding or a vector (or a text, embedded
-        in the database by a worker). Options: filter (jsonb), chunks."""
+        in the database by a worker). Options: filter (jsonb), chunks,
+        version (default: a QueryEmbedding's own, else the active one)."""
         return _search.semantic(self, query, k, **options)
 
     def bm25(self, query: QueryEmbedding | str, k: int = 10, **options: Any) -> _search.SearchHits:
-        """Best rows by BM25. Options: filter, chunks."""
+        """Best rows by BM25. Options: filter, chunks, version."""
         return _search.bm25(self, query, k, **options)
 
     def hybrid(
         self, query: QueryEmbedding | str, k: int = 10, **options: Any
     ) -> _search.SearchHits:
-        """BM25 and semantic fused. Options: filter, chunks, fusion, rrf_k,
-        semantic_weight, candidates, normalization."""
+        """BM25 and semantic fused. Options: filter, chunks, version, fusion,
+        rrf_k, semantic_weight, candidates, normalization."""
         return _search.hybrid(self, query, k, **options)
 
 

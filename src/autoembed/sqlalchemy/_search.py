@@ -101,17 +101,26 @@ def _common(vectorizer: Vectorizer, k: int) -> list[Arg]:
     return [("CAST({} AS text)", vectorizer.name, sa.Text), ("CAST({} AS int)", k, sa.Integer)]
 
 
-def _options(filter: dict[str, Any] | None, chunks: bool) -> dict[str, Any]:
+def _options(
+    filter: dict[str, Any] | None, chunks: bool, query: Any, version: str | None
+) -> dict[str, Any]:
     named: dict[str, Any] = {}
     if filter is not None:
         named["filter"] = (filter, pg.JSONB)
     if chunks:
         named["chunks"] = (True, sa.Boolean)
+    # A query embedded by one version is searched in that version: never
+    # another model's vectors, even if the active version changed meanwhile.
+    if version is None and isinstance(query, QueryEmbedding) and query.version is not None:
+        version = query.version
+    if version is not None:
+        named["version"] = (version, sa.Text)
     return named
 
 
-def _vector_arg(vectorizer: Vectorizer, vector: Any) -> Arg:
-    return ("CAST({} AS vector)", [float(x) for x in vector], Vector(vectorizer.dimensions))
+def _vector_arg(vector: Any) -> Arg:
+    # untyped: the dimension is the searched version's
+    return ("CAST({} AS vector)", [float(x) for x in vector], Vector())
 
 
 def semantic(
@@ -121,14 +130,16 @@ def semantic(
     *,
     filter: dict[str, Any] | None = None,
     chunks: bool = False,
+    version: str | None = None,
 ) -> SearchHits:
     name, kk = _common(vectorizer, k)
     if isinstance(query, str):  # embedded in the database (a worker answers)
         first: Arg = ("CAST({} AS text)", query, sa.Text)
     else:
         vector = query.vector if isinstance(query, QueryEmbedding) else query
-        first = _vector_arg(vectorizer, vector)
-    return _call(vectorizer, "search", [name, first, kk], _options(filter, chunks))
+        first = _vector_arg(vector)
+    named = _options(filter, chunks, query, version)
+    return _call(vectorizer, "search", [name, first, kk], named)
 
 
 def bm25(
@@ -138,11 +149,13 @@ def bm25(
     *,
     filter: dict[str, Any] | None = None,
     chunks: bool = False,
+    version: str | None = None,
 ) -> SearchHits:
     text = query.text if isinstance(query, QueryEmbedding) else query
     name, kk = _common(vectorizer, k)
     q: Arg = ("CAST({} AS text)", text, sa.Text)
-    return _call(vectorizer, "bm25_search", [name, q, kk], _options(filter, chunks))
+    named = _options(filter, chunks, query, version)
+    return _call(vectorizer, "bm25_search", [name, q, kk], named)
 
 
 def hybrid(
@@ -152,6 +165,7 @@ def hybrid(
     *,
     filter: dict[str, Any] | None = None,
     chunks: bool = False,
+    version: str | None = None,
     **options: Any,
 ) -> SearchHits:
     unknown = set(options) - set(HYBRID_OPTIONS)
@@ -160,9 +174,9 @@ def hybrid(
     name, kk = _common(vectorizer, k)
     positional: list[Arg] = [name, ("CAST({} AS text)", _text(query), sa.Text)]
     if isinstance(query, QueryEmbedding):
-        positional.append(_vector_arg(vectorizer, query.vector))
+        positional.append(_vector_arg(query.vector))
     positional.append(kk)
-    named = _options(filter, chunks)
+    named = _options(filter, chunks, query, version)
     named.update({k: (v, HYBRID_OPTIONS[k]) for k, v in options.items()})
     return _call(vectorizer, "hybrid_search", positional, named)
 
