@@ -239,15 +239,17 @@ def status(db_url: str | None, as_json: bool, name: str | None) -> None:
 @main.command()
 @click.option("--db", "db_url", help=DB_HELP)
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Number of results.")
+@click.option("--version", default=None, help="Search this version (default: the active one).")
 @click.argument("name")
 @click.argument("query")
-def search(db_url: str | None, k: int, name: str, query: str) -> None:
+def search(db_url: str | None, k: int, version: str | None, name: str, query: str) -> None:
     """Semantic search: embed QUERY with the vectorizer's model and search NAME."""
+    from autoembed.cli_support import sql_errors
     from autoembed.db import connect
     from autoembed.search import search as do_search
 
-    with connect(_db(db_url)) as conn:
-        hits = do_search(conn, name, query, k)
+    with sql_errors(), connect(_db(db_url)) as conn:
+        hits = do_search(conn, name, query, k, version)
     for h in hits:
         snippet = " ".join(h.chunk.split())[:100]
         click.echo(f"{h.rank:>3}  {h.score:.3f}  {json.dumps(h.pk)}  {snippet}")

@@ -84,10 +84,16 @@ def embed_queries(
     )
 
 
-def search(conn: psycopg.Connection[Any], name: str, query: str, k: int = 10) -> list[Hit]:
-    vector = embed_query(conn, name, query)
+def search(
+    conn: psycopg.Connection[Any], name: str, query: str, k: int = 10, version: str | None = None
+) -> list[Hit]:
+    """Embed ``query`` in this process and search the version that model made
+    (the active one, or ``version``)."""
+    number = str(version_model(conn, name, version)[2])
+    vector = embed_query(conn, name, query, version=number)
     rows = conn.execute(
-        "SELECT rank, score, pk::text, chunk_no, chunk FROM autoembed.search(%s, %s, %s)",
-        (name, vector, k),
+        "SELECT rank, score, pk::text, chunk_no, chunk "
+        "FROM autoembed.search(%s, %s, %s, version => %s)",
+        (name, vector, k, number),
     ).fetchall()
     return [Hit(int(r[0]), float(r[1]), json.loads(r[2]), int(r[3]), r[4]) for r in rows]
