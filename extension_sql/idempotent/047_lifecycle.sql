@@ -173,7 +173,6 @@ DECLARE
     resolved record;
     building autoembed.vectorizer_version;
     target autoembed.vectorizer_version;
-    queued bigint;
 BEGIN
     IF activate IS NULL OR activate NOT IN ('auto', 'manual') THEN
         RAISE EXCEPTION 'autoembed: activate must be auto or manual, got %', coalesce(activate, 'NULL')
@@ -226,8 +225,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('autoembed.merge_inbox'), v.id);
     target := autoembed._add_version(v, resolved.model_name, resolved.model_dimensions, 'building', activate);
     PERFORM autoembed._create_embeddings_view(v);
-    queued := autoembed._queue_all(v, target);
-    UPDATE autoembed.vectorizer_version AS x SET rows_total = queued WHERE x.id = target.id;
+    PERFORM autoembed._queue_all(v, target);
     PERFORM autoembed._finish_campaign(v, target);   -- an empty table has nothing to wait for
     RETURN target.ordinal;
 END

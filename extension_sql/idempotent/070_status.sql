@@ -61,10 +61,52 @@ BEGIN
 END
 $$;
 
--- One version's model, tag, state and progress. rows_total is the source
--- table's rows now; rows_done those with nothing left to do in this version
--- (embedded, or without text); percent their share; rows_per_second the
--- rows embedded over the last minute; eta the rest at that pace.
+-- How far one version is: rows_total is the source table's rows now;
+-- rows_done those with nothing left to do in this version (embedded, or
+-- without text); percent their share. Cheap enough to poll (the queue and a
+-- count of the source table): `autoembed set-model --wait` does.
+CREATE OR REPLACE FUNCTION autoembed._version_progress(
+    v autoembed.vectorizer, ver autoembed.vectorizer_version,
+    OUT rows_total bigint, OUT rows_done bigint, OUT pending bigint, OUT in_flight bigint,
+    OUT failed bigint, OUT percent numeric)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qc record;
+BEGIN
+    SELECT * INTO qc FROM autoembed._queue_counts(v, ver);
+    IF EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = v.source) THEN
+        EXECUTE format('SELECT count(*) FROM %s', v.source) INTO rows_total;
+    END IF;
+    pending := qc.pending;
+    in_flight := qc.in_flight;
+    failed := qc.failed;
+    rows_done := greatest(rows_total - qc.pending - qc.in_flight - qc.failed, 0);
+    percent := CASE WHEN rows_total > 0 THEN round(100.0 * rows_done / rows_total, 1)
+                    WHEN rows_total = 0 THEN 100 END;
+END
+$$;
+
+-- A version's state and progress, by vectorizer and version name (a number,
+-- model or tag; NULL: the active one).
+CREATE OR REPLACE FUNCTION autoembed.version_progress(name text, version text DEFAULT NULL)
+RETURNS TABLE (version_no int, state text, rows_total bigint, rows_done bigint, pending bigint,
+               in_flight bigint, failed bigint, percent numeric)
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer(name);
+    ver autoembed.vectorizer_version := autoembed._version(v, version);
+BEGIN
+    RETURN QUERY SELECT ver.ordinal, ver.state, p.* FROM autoembed._version_progress(v, ver) AS p;
+END
+$$;
+
+-- One version's model, tag, state and progress (as _version_progress), what
+-- it holds, rows_per_second (rows embedded over the last minute) and eta
+-- (the rest at that pace).
 CREATE OR REPLACE FUNCTION autoembed._version_stats(
     v autoembed.vectorizer, ver autoembed.vectorizer_version,
     OUT version int, OUT model text, OUT model_version text, OUT dimensions int,
@@ -76,11 +118,11 @@ LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    qc record;
+    p record;
     ec record;
     todo bigint;
 BEGIN
-    SELECT * INTO qc FROM autoembed._queue_counts(v, ver);
+    SELECT * INTO p FROM autoembed._version_progress(v, ver);
     SELECT * INTO ec FROM autoembed._embedded_counts(v, ver);
     version := ver.ordinal;
     model := ver.model;
@@ -90,16 +132,13 @@ BEGIN
     activate := ver.activate;
     embedded_rows := ec.embedded_rows;
     chunks := ec.chunks;
-    IF EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = v.source) THEN
-        EXECUTE format('SELECT count(*) FROM %s', v.source) INTO rows_total;
-    END IF;
-    pending := qc.pending;
-    in_flight := qc.in_flight;
-    failed := qc.failed;
-    todo := qc.pending + qc.in_flight;
-    rows_done := greatest(rows_total - todo - qc.failed, 0);
-    percent := CASE WHEN rows_total > 0 THEN round(100.0 * rows_done / rows_total, 1)
-                    WHEN rows_total = 0 THEN 100 END;
+    rows_total := p.rows_total;
+    rows_done := p.rows_done;
+    pending := p.pending;
+    in_flight := p.in_flight;
+    failed := p.failed;
+    percent := p.percent;
+    todo := p.pending + p.in_flight;
     rows_per_second := round(ec.recent_rows / 60.0, 2);
     eta := CASE WHEN todo = 0 THEN interval '0'
                 WHEN ec.recent_rows > 0 THEN make_interval(secs => round(todo / (ec.recent_rows / 60.0))) END;
@@ -108,8 +147,8 @@ BEGIN
     activated_at := ver.activated_at;
     retired_at := ver.retired_at;
     error := ver.last_error;
-    IF error IS NULL AND qc.failed > 0 THEN
-        error := autoembed._failed_summary(v, ver, qc.failed);
+    IF error IS NULL AND p.failed > 0 THEN
+        error := autoembed._failed_summary(v, ver, p.failed);
     END IF;
 END
 $$;

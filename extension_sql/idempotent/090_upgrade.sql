@@ -17,12 +17,19 @@ BEGIN
         WHERE p.oid = pg_catalog.to_regprocedure(pg_catalog.format('autoembed.%I()', v.sync_function));
         had_reader := pg_catalog.to_regprocedure(
             pg_catalog.format('autoembed.%I(jsonb, boolean)', autoembed._source_function(v))) IS NOT NULL;
-        PERFORM autoembed._render_vectorizer(v);
-        IF creator IS NOT NULL AND creator <> current_user::regrole THEN
-            EXECUTE pg_catalog.format('ALTER FUNCTION autoembed.%I(jsonb, boolean) OWNER TO %I',
-                                      autoembed._source_function(v), creator);
-            EXECUTE pg_catalog.format('ALTER VIEW autoembed.%I OWNER TO %I', v.embeddings_table, creator);
-        END IF;
+        BEGIN
+            PERFORM autoembed._render_vectorizer(v);
+            IF creator IS NOT NULL AND creator <> current_user::regrole THEN
+                EXECUTE pg_catalog.format('ALTER FUNCTION autoembed.%I(jsonb, boolean) OWNER TO %I',
+                                          autoembed._source_function(v), creator);
+                EXECUTE pg_catalog.format('ALTER VIEW autoembed.%I OWNER TO %I', v.embeddings_table, creator);
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION 'autoembed: cannot bring vectorizer "%" up to this release: its objects belong to role %, which % is not a member of',
+                v.name, creator, current_user
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = pg_catalog.format('Run autoembed install as %s (or a superuser).', creator);
+        END;
         IF NOT had_reader THEN
             PERFORM autoembed._grant_worker_objects(v, r.role) FROM autoembed._worker_roles() AS r;
             RAISE NOTICE 'autoembed: vectorizer "%" got its source reader', v.name;

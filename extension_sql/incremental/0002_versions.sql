@@ -25,7 +25,6 @@ CREATE TABLE autoembed.vectorizer_version (
     postings_table    name     NOT NULL,
     stats_table       name     NOT NULL,
     bm25_ref_avgdl    float8   NOT NULL DEFAULT 100 CHECK (bm25_ref_avgdl > 0),  -- avgdl the impacts assume
-    rows_total        bigint,  -- source rows when a campaign started (for its progress)
     created_at        timestamptz NOT NULL DEFAULT now(),
     completed_at      timestamptz,
     activated_at      timestamptz,

@@ -85,7 +85,7 @@ def _follow(conn: Any, name: str, number: int) -> None:
     bar = tqdm(unit="row", desc=f"{name} v{number}", disable=not sys.stderr.isatty())
     last_line = 0.0
 
-    def show(v: lib.Version) -> None:
+    def show(v: lib.Progress) -> None:
         nonlocal last_line
         bar.total = v.rows_total or 0
         bar.n = v.rows_done or 0
@@ -108,8 +108,9 @@ def _follow(conn: Any, name: str, number: int) -> None:
         click.echo(f"{name}: version {number} was dropped (campaign cancelled)")
     else:
         click.echo(f"{name}: version {number} is {ended.state}")
-        if ended.error:
-            click.echo(f"  {ended.error}")
+        error = next((v.error for v in lib.fetch(conn, name) if v.version == number), None)
+        if error:
+            click.echo(f"  {error}")
 
 
 @click.command()

@@ -85,26 +85,49 @@ def set_model(
     return int(row[0])
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far a version is (autoembed.version_progress: cheap to poll)."""
+
+    version: int
+    state: str
+    rows_total: int | None
+    rows_done: int | None
+    pending: int
+    in_flight: int
+    failed: int
+    percent: float | None
+
+
+def progress(conn: psycopg.Connection[Any], name: str, version: str) -> Progress | None:
+    """The version's progress; None when it does not exist (any more)."""
+    try:
+        row = conn.execute(
+            "SELECT * FROM autoembed.version_progress(%s, %s)", (name, version)
+        ).fetchone()
+    except psycopg.errors.UndefinedObject:
+        return None
+    return None if row is None else Progress(*row)
+
+
 def wait(
     conn: psycopg.Connection[Any],
     name: str,
     version: int,
-    on_progress: Callable[[Version], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
     poll_seconds: float = 1.0,
     timeout: float | None = None,
-) -> Version | None:
-    """Follow version ``version`` until its campaign is over: the version as
+) -> Progress | None:
+    """Follow version ``version`` until its campaign is over: its progress as
     it ended (active, or ready), or None when it was dropped (cancelled).
     TimeoutError after ``timeout`` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        current = next((v for v in fetch(conn, name) if v.version == version), None)
-        if current is None or current.state != "building":
-            if current is not None and on_progress is not None:
-                on_progress(current)
-            return current
-        if on_progress is not None:
+        current = progress(conn, name, str(version))
+        if current is not None and on_progress is not None:
             on_progress(current)
+        if current is None or current.state != "building":
+            return current
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"version {version} of {name!r} is still building")
         time.sleep(poll_seconds)
