@@ -253,7 +253,9 @@ def status(conn: Conn, vectorizer: str) -> dict[str, Any]:
 
 def chunk_count(conn: Conn, vectorizer: str) -> int:
     v = conn.execute(
-        "SELECT embeddings_table, active_version_id FROM autoembed.vectorizer WHERE name = %s",
+        "SELECT ver.embeddings_table, ver.model_version_id FROM autoembed.vectorizer AS v "
+        "JOIN autoembed.vectorizer_version AS ver ON ver.vectorizer_id = v.id "
+        "AND ver.state = 'active' WHERE v.name = %s",
         (vectorizer,),
     ).fetchone()
     assert v is not None
@@ -318,8 +320,9 @@ def seed(cache: CachingEmbedder, url: str) -> int:
         if conn.execute("SELECT to_regclass('autoembed.vectorizer') IS NULL").fetchone() == (True,):
             return 0
         tables = conn.execute(
-            "SELECT v.embeddings_table, v.active_version_id FROM autoembed.vectorizer AS v "
-            "JOIN autoembed.model_version AS mv ON mv.id = v.active_version_id WHERE mv.tag = %s",
+            "SELECT ver.embeddings_table, ver.model_version_id "
+            "FROM autoembed.vectorizer_version AS ver "
+            "JOIN autoembed.model_version AS mv ON mv.id = ver.model_version_id WHERE mv.tag = %s",
             (tag,),
         ).fetchall()
         for name, version_id in tables:

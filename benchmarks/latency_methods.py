@@ -47,8 +47,12 @@ class Vectorizer:
 
     @classmethod
     def load(cls, conn: Conn, name: str) -> Vectorizer:
+        # the vectorizer with its active version's tables and model version
         row = conn.execute(
-            "SELECT to_jsonb(v) FROM autoembed.vectorizer AS v WHERE v.name = %s", (name,)
+            "SELECT to_jsonb(v) - 'embeddings_table' || to_jsonb(ver) "
+            "FROM autoembed.vectorizer AS v JOIN autoembed.vectorizer_version AS ver "
+            "ON ver.vectorizer_id = v.id AND ver.state = 'active' WHERE v.name = %s",
+            (name,),
         ).fetchone()
         assert row is not None, name
         v = row[0]
@@ -60,7 +64,7 @@ class Vectorizer:
         return cls(
             name=name,
             embeddings=str(v["embeddings_table"]),
-            version_id=int(v["active_version_id"]),
+            version_id=int(v["model_version_id"]),
             ts_config=str(v["ts_config"]),
             k1=float(v["bm25_k1"]),
             b=float(v["bm25_b"]),
