@@ -81,16 +81,19 @@ class Scheduler:
     while it has work, the other versions (a campaign's, the ready and
     retired ones kept current) get ``share`` of the batches, so a campaign
     is never starved either. Without fresh work they get every batch. Their
-    batches are sized to take about ``batch_seconds`` (from the rows per
-    second this drain measured), so fresh work that arrives meanwhile waits
-    at most that long for the worker.
+    batches are sized to take about ``batch_seconds`` (from the seconds per
+    row measured in ``seconds_per_row``, which outlives one drain: the
+    process's), so fresh work that arrives meanwhile waits at most that long
+    for the worker. A version not measured yet starts with one row.
     """
 
-    def __init__(self, share: float, batch_seconds: float) -> None:
+    def __init__(
+        self, share: float, batch_seconds: float, seconds_per_row: dict[int, float] | None = None
+    ) -> None:
         self.share = share
         self.batch_seconds = batch_seconds
         self.credit = 1.0 if share >= 1 else 0.0  # background batches owed
-        self._seconds_per_row: dict[int, float] = {}
+        self._seconds_per_row = {} if seconds_per_row is None else seconds_per_row
 
     def order(self, versions: list[queue.VersionConfig]) -> list[queue.VersionConfig]:
         active = [v for v in versions if v.state == "active"]
@@ -102,7 +105,7 @@ class Scheduler:
             return default
         per_row = self._seconds_per_row.get(version.id)
         if per_row is None:
-            return min(default, 4)
+            return 1
         return max(1, min(default, round(self.batch_seconds / per_row)))
 
     def record(self, version: queue.VersionConfig, rows: int, seconds: float) -> None:
@@ -134,7 +137,9 @@ def drain_vectorizer(
     config = queue.vectorizer(conn, vectorizer_id)
     if config is None or config.paused:
         return stats
-    scheduler = Scheduler(settings.campaign_share, settings.campaign_batch_seconds)
+    scheduler = Scheduler(
+        settings.campaign_share, settings.campaign_batch_seconds, _seconds_per_row
+    )
     pipes: dict[int, Pipeline] = {}
     while True:
         if deadline is not None and time.monotonic() >= deadline:
@@ -209,6 +214,10 @@ def _pipe(
         log.error("%s", e)
         return None
     return pipes[version.id]
+
+
+# Seconds per row of each version this process embedded (for Scheduler).
+_seconds_per_row: dict[int, float] = {}
 
 
 # BM25 statistics are written as deltas; folding them keeps queries fast. A

@@ -92,7 +92,7 @@ class Settings:
     campaign_share: float = 0.25
     # A campaign's batches are sized to take about this long, so fresh work
     # arriving meanwhile waits at most that for a worker.
-    campaign_batch_seconds: float = 2.0
+    campaign_batch_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -132,7 +132,7 @@ class Settings:
             embed_cache=_env_int("AUTOEMBED_EMBED_CACHE", 0) or 0,
             statement_timeout=_env_float("AUTOEMBED_STATEMENT_TIMEOUT", 300.0),
             campaign_share=_env_float("AUTOEMBED_CAMPAIGN_SHARE", 0.25),
-            campaign_batch_seconds=_env_float("AUTOEMBED_CAMPAIGN_BATCH_SECONDS", 2.0),
+            campaign_batch_seconds=_env_float("AUTOEMBED_CAMPAIGN_BATCH_SECONDS", 1.0),
         )
 
     def require_database_url(self) -> str:

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -269,3 +270,127 @@ def test_install_autoembed_from_an_application_migration(
     finally:
         with connect(pg_server.url) as c:
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+MODEL_CHANGE = {
+    "0001_products.py": """
+        from alembic import op
+        import autoembed.alembic  # noqa: F401
+
+        revision = "0001"
+        down_revision = None
+
+        def upgrade():
+            op.execute("CREATE TABLE products (id int PRIMARY KEY, name text, description text)")
+            op.create_vectorizer("products", ["name", "description"], model="hash:64")
+
+        def downgrade():
+            op.drop_vectorizer("products")
+            op.execute("DROP TABLE products")
+        """,
+    "0002_model.py": """
+        from alembic import op
+        import autoembed.alembic  # noqa: F401
+
+        revision = "0002"
+        down_revision = "0001"
+
+        def upgrade():
+            op.alter_vectorizer("products", model="hash:32", existing_model="hash:64")
+
+        def downgrade():
+            op.alter_vectorizer("products", model="hash:64", existing_model="hash:32")
+        """,
+}
+
+
+def test_a_model_change_migration_starts_a_campaign_and_its_downgrade_switches_back(
+    alembic_env: Config, db_url: str, tmp_path: Path
+) -> None:
+    """``op.alter_vectorizer(model=...)`` returns at once: the migration embeds
+    nothing, the old version keeps serving until a worker completes the
+    campaign, and the downgrade makes the retired version active again."""
+    from autoembed.worker.embedders import HashingEmbedder
+
+    cfg = alembic_env
+    for name, body in MODEL_CHANGE.items():
+        (tmp_path / "migrations" / "versions" / name).write_text(textwrap.dedent(body))
+    command.upgrade(cfg, "0001")
+    rows = [(i, f"Product {i}", f"catalogue item number {i} in stock") for i in range(1, 31)]
+    rows[6] = (7, "Rain jacket", "Waterproof jacket with a hood")
+
+    def versions(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+        return c.execute(
+            "SELECT version, model, state, embedded_rows, pending, in_flight, failed "
+            "FROM autoembed.vectorizer_versions WHERE vectorizer = 'products' ORDER BY version"
+        ).fetchall()
+
+    def top(c: psycopg.Connection[Any], dims: int, version: str | None = None) -> tuple[Any, Any]:
+        """The first hit of a semantic and of a BM25 search for the jacket."""
+        q = "waterproof jacket hood"
+        vector = HashingEmbedder(dims).embed([q])[0]
+        semantic = c.execute(
+            "SELECT pk FROM autoembed.search('products', %s, 3, version => %s)", (vector, version)
+        ).fetchone()
+        bm25 = c.execute(
+            "SELECT pk FROM autoembed.bm25_search('products', %s, 3, version => %s)", (q, version)
+        ).fetchone()
+        return semantic and semantic[0], bm25 and bm25[0]
+
+    jacket = ({"id": 7}, {"id": 7})
+    with connect(db_url) as c:
+        with c.cursor() as cur:
+            cur.executemany("INSERT INTO products VALUES (%s, %s, %s)", rows)
+        drain(db_url)
+        assert versions(c) == [(1, "hash:64", "active", 30, 0, 0, 0)]
+        assert top(c, 64) == jacket
+        v1_chunks = c.execute(
+            "SELECT chunk_id, embedded_at FROM autoembed.products_embeddings_v1 ORDER BY 1"
+        ).fetchall()
+
+    command.upgrade(cfg, "head")
+    with connect(db_url) as c:
+        # The migration only queued the campaign: version 2 holds no chunk, its
+        # queue every row; version 1 is untouched and still what searches use.
+        assert versions(c) == [
+            (1, "hash:64", "active", 30, 0, 0, 0),
+            (2, "hash:32", "building", 0, 30, 0, 0),
+        ]
+        assert c.execute("SELECT count(*) FROM autoembed.products_embeddings_v2").fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM autoembed.products_queue_v2").fetchone() == (30,)
+        assert (
+            c.execute(
+                "SELECT chunk_id, embedded_at FROM autoembed.products_embeddings_v1 ORDER BY 1"
+            ).fetchall()
+            == v1_chunks
+        )
+        assert top(c, 64) == jacket
+        assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+
+    drain(db_url)  # a worker completes the campaign, which switches by itself
+    with connect(db_url) as c:
+        assert versions(c) == [
+            (1, "hash:64", "retired", 30, 0, 0, 0),
+            (2, "hash:32", "active", 30, 0, 0, 0),
+        ]
+        assert top(c, 32) == jacket
+        assert top(c, 64, version="1") == jacket
+
+    command.downgrade(cfg, "-1")
+    with connect(db_url) as c:
+        # Back to the retired model: kept current, so active again at once,
+        # with nothing queued for either version.
+        assert versions(c) == [
+            (1, "hash:64", "active", 30, 0, 0, 0),
+            (2, "hash:32", "retired", 30, 0, 0, 0),
+        ]
+        for table in ("products_queue_v1", "products_queue_v2"):
+            assert c.execute(f"SELECT count(*) FROM autoembed.{table}").fetchone() == (0,)
+        assert (
+            c.execute(
+                "SELECT chunk_id, embedded_at FROM autoembed.products_embeddings_v1 ORDER BY 1"
+            ).fetchall()
+            == v1_chunks
+        ), "version 1's vectors were kept, not made again"
+        assert top(c, 64) == jacket
+        assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)

@@ -56,7 +56,7 @@ def test_credit_does_not_pile_up_while_there_is_no_campaign_work() -> None:
 def test_a_campaign_batch_is_sized_to_take_about_batch_seconds() -> None:
     s = Scheduler(0.25, 2.0)
     assert s.batch_size(ACTIVE, 16) == 16  # fresh work: the worker's batch size
-    assert s.batch_size(BUILDING, 16) == 4  # not measured yet: small
+    assert s.batch_size(BUILDING, 16) == 1  # not measured yet: one row
     s.record(BUILDING, 4, 2.0)  # 0.5 s per row
     assert s.batch_size(BUILDING, 16) == 4
     s.record(BUILDING, 4, 0.4)  # faster now: 0.3 s per row on average
@@ -65,3 +65,11 @@ def test_a_campaign_batch_is_sized_to_take_about_batch_seconds() -> None:
     assert s.batch_size(BUILDING, 16) == 13
     s.record(BUILDING, 100, 0.01)
     assert s.batch_size(BUILDING, 16) == 16  # never above the worker's batch size
+
+
+def test_what_one_drain_measured_sizes_the_next_drains_batches() -> None:
+    shared: dict[int, float] = {}
+    first = Scheduler(0.25, 2.0, shared)
+    first.record(BUILDING, 4, 2.0)
+    second = Scheduler(0.25, 2.0, shared)  # the next drain task in this process
+    assert second.batch_size(BUILDING, 16) == 4
