@@ -61,12 +61,12 @@ class Product(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
     description: Mapped[str]
-    embeddings = Vectorizer(columns={columns!r}, model="hash:64", chunk_tokens=64, chunk_overlap=8)
+    embeddings = Vectorizer(columns={columns!r}, model={model!r}, chunk_tokens=64, chunk_overlap=8)
 """
 
 
-def write_models(path: Path, columns: list[str]) -> None:
-    path.write_text(textwrap.dedent(MODELS).format(columns=columns))
+def write_models(path: Path, columns: list[str], model: str = "hash:64") -> None:
+    path.write_text(textwrap.dedent(MODELS).format(columns=columns, model=model))
 
 
 def load_models(path: Path) -> Any:
@@ -165,6 +165,21 @@ def test_autogenerate_upgrade_search_alter_and_downgrade(
         assert c.execute(
             "SELECT columns FROM autoembed.vectorizer WHERE name = 'products'"
         ).fetchone() == (["name", "description"],)
+    command.upgrade(cfg, "head")
+
+    # A new model declared: autogenerate emits the campaign; once it runs,
+    # the declaration matches (the building version is the declared model).
+    write_models(tmp_path / "models.py", ["name"], model="hash:32")
+    changed = autogenerate(cfg, "new model")
+    assert ops(changed) == ["alter_vectorizer"]
+    assert "model='hash:32', existing_model='hash:64'" in changed
+    command.upgrade(cfg, "head")
+    with connect(db_url) as c:
+        states = c.execute(
+            "SELECT model, state FROM autoembed.vectorizer_versions ORDER BY version"
+        ).fetchall()
+        assert states == [("hash:64", "active"), ("hash:32", "building")]
+    assert ops(autogenerate(cfg, "nothing again")) == []
     command.upgrade(cfg, "head")
 
     # Downgrade to base leaves no vectorizer, no per-vectorizer object, no trigger.
