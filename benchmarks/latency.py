@@ -38,13 +38,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +52,7 @@ import latency_methods as lm
 import numpy as np
 import psycopg
 import torch
+from bench_run_info import machine, run_info
 from bench_server import server_settings
 
 from autoembed.db import connect
@@ -562,33 +561,6 @@ def per_query(s: Session, methods: list[lm.Method], timings: Timings) -> dict[st
     return out
 
 
-def machine(load_start: tuple[float, float, float]) -> dict[str, Any]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo", encoding="utf-8") as f:
-        mem_kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal")))
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        gpu = None
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "memory_gb": round(mem_kb / 1024 / 1024),
-        "gpu": gpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "loadavg_start": load_start,
-        "loadavg_end": os.getloadavg(),
-    }
-
-
 def header(
     args: argparse.Namespace, corpus: corpus_mod.Corpus, mach: dict[str, Any], info: dict[str, Any]
 ) -> list[str]:
@@ -601,13 +573,6 @@ def header(
         f"{info['pgvector']}, shared_buffers {pg.get('shared_buffers')}, work_mem "
         f"{pg.get('work_mem')}; load average {mach['loadavg_start'][0]:.2f} at the start",
     ]
-
-
-def git_revision() -> str:
-    out = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
-    )
-    return out.stdout.strip() or "unknown"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -671,10 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {line}")
     total_s = time.monotonic() - started
     report = {
-        "benchmark": "latency",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": [Path(sys.executable).name, *sys.argv],
-        "autoembed_revision": git_revision(),
+        **run_info("latency"),
         "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": mach,
         "header": lines,

@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -82,15 +82,15 @@ class Corpus:
 
 
 @contextmanager
-def exclusive(data_dir: Path, say: Say) -> Iterator[None]:
+def exclusive(data_dir: Path, say: Say, run: str = "latency") -> Iterator[None]:
     """One run at a time per data directory: a run may recreate the database
-    or rebuild a table under another."""
+    or rebuild a table under another (``run`` names the benchmark waited for)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "lock").open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            say(f"waiting for another latency run to finish (lock {data_dir / 'lock'}) ...")
+            say(f"waiting for another {run} run to finish (lock {data_dir / 'lock'}) ...")
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -109,9 +109,11 @@ def _set_shared_buffers(pg: EmbeddedPostgres, value: str) -> bool:
 
 
 @contextmanager
-def server(data_dir: Path, shared_buffers: str, say: Say) -> Iterator[EmbeddedPostgres]:
+def server(
+    data_dir: Path, shared_buffers: str, say: Say, run: str = "latency"
+) -> Iterator[EmbeddedPostgres]:
     """The benchmark's embedded PostgreSQL, with shared_buffers as asked."""
-    with exclusive(data_dir, say):
+    with exclusive(data_dir, say, run):
         pg = EmbeddedPostgres(data_dir / "pg")
         say(f"PostgreSQL (embedded) in {pg.data_dir} ...")
         pg.start()
@@ -134,38 +136,33 @@ def schema_digest() -> str:
     return h.hexdigest()
 
 
-def database(pg: EmbeddedPostgres, say: Say) -> str:
-    """The URL of database ``latency`` with autoembed installed, recreated when
+def database(pg: EmbeddedPostgres, say: Say, name: str = DATABASE) -> str:
+    """The URL of database ``name`` with autoembed installed, recreated when
     autoembed's run-once SQL changed since it was made (or will not install)."""
-    digest = schema_digest()
+    digest, ident = schema_digest(), sql.Identifier(name)
     with psycopg.connect(pg.url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
             "WHERE datname = %s",
-            (DATABASE,),
+            (name,),
         ).fetchone()
         if row is not None and row[0] != digest:
             say("autoembed's run-once SQL changed since the database was made: recreating it")
-            _recreate(conn)
+            _recreate(conn, ident)
         elif row is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-        url = pg.url_for(DATABASE)
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+        url = pg.url_for(name)
         try:
             install(url)
         except Exception as e:
             say(f"installing autoembed into the existing database failed ({e}); recreating it")
-            _recreate(conn)
+            _recreate(conn, ident)
             install(url)
-        conn.execute(
-            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(DATABASE), sql.Literal(digest)
-            )
-        )
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(digest)))
     return url
 
 
-def _recreate(conn: Conn) -> None:
-    name = sql.Identifier(DATABASE)
+def _recreate(conn: Conn, name: sql.Identifier) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
     conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
 
@@ -178,16 +175,29 @@ def table_name(collection: Collection, replicas: int | None) -> str:
     return f"latency_{slug}" + ("" if replicas is None else f"_x{replicas}")
 
 
-def layout(conn: Conn, vectorizer: str) -> list[Any]:
-    """Columns and indexes of every per-vectorizer table, the vectorizer's name
-    replaced by V (so two vectorizers' layouts compare equal)."""
+def tables(conn: Conn, vectorizer: str, *, versions: bool = False) -> dict[str, str]:
+    """The vectorizer's tables (schema autoembed) by role: the inbox and the
+    embeddings view; with ``versions``, also its active version's (queue,
+    embeddings, postings, statistics) as ``version.<role>``."""
     row = conn.execute(
-        "SELECT to_jsonb(v) FROM autoembed.vectorizer AS v WHERE v.name = %s", (vectorizer,)
+        "SELECT to_jsonb(v), (SELECT to_jsonb(x) FROM autoembed.vectorizer_version AS x "
+        "WHERE x.vectorizer_id = v.id AND x.state = 'active') "
+        "FROM autoembed.vectorizer AS v WHERE v.name = %s",
+        (vectorizer,),
     ).fetchone()
     assert row is not None
-    tables = {k: v for k, v in row[0].items() if k.endswith("_table") and v}
+    found = {k: str(t) for k, t in row[0].items() if k.endswith("_table") and t}
+    if versions:
+        found |= {f"version.{k}": str(t) for k, t in row[1].items() if k.endswith("_table") and t}
+    return found
+
+
+def layout(conn: Conn, vectorizer: str, *, versions: bool = False) -> list[Any]:
+    """Columns and indexes of every per-vectorizer table (and, with
+    ``versions``, of its active version's), the vectorizer's name replaced by
+    V (so two vectorizers' layouts compare equal)."""
     out: list[Any] = []
-    for role, name in sorted(tables.items()):
+    for role, name in sorted(tables(conn, vectorizer, versions=versions).items()):
         ident = sql.Identifier("autoembed", name).as_string(conn)
         columns = conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
@@ -203,12 +213,12 @@ def layout(conn: Conn, vectorizer: str) -> list[Any]:
     return out
 
 
-def probe_layout(conn: Conn) -> list[Any]:
+def probe_layout(conn: Conn, *, versions: bool = False) -> list[Any]:
     """The layout a vectorizer created now gets (made and rolled back)."""
     with conn.transaction(force_rollback=True):
         conn.execute("CREATE TABLE latency_probe (id text PRIMARY KEY, title text, text text)")
-        _create_vectorizer(conn, "latency_probe")
-        return layout(conn, "latency_probe")
+        create_vectorizer(conn, "latency_probe")
+        return layout(conn, "latency_probe", versions=versions)
 
 
 def write_path_digest(conn: Conn) -> str:
@@ -221,24 +231,25 @@ def write_path_digest(conn: Conn) -> str:
     return hashlib.sha256(str(row[0] if row else "").encode()).hexdigest()
 
 
-def read_manifest(conn: Conn, table: str) -> dict[str, Any] | None:
+def read_manifest(conn: Conn, table: str, mark: str = MARK) -> dict[str, Any] | None:
+    """The manifest in the table's comment (``mark`` and JSON), or None."""
     row = conn.execute(
         "SELECT obj_description(to_regclass(%s), 'pg_class')",
         (sql.Identifier(table).as_string(conn),),
     ).fetchone()
-    if row is None or row[0] is None or not str(row[0]).startswith(MARK):
+    if row is None or row[0] is None or not str(row[0]).startswith(mark):
         return None
     try:
-        manifest = json.loads(str(row[0])[len(MARK) :])
+        manifest = json.loads(str(row[0])[len(mark) :])
     except json.JSONDecodeError:
         return None
     return manifest if isinstance(manifest, dict) else None
 
 
-def write_manifest(conn: Conn, table: str, manifest: dict[str, Any]) -> None:
+def write_manifest(conn: Conn, table: str, manifest: dict[str, Any], mark: str = MARK) -> None:
     conn.execute(
         sql.SQL("COMMENT ON TABLE {} IS {}").format(
-            sql.Identifier(table), sql.Literal(MARK + json.dumps(manifest, sort_keys=True))
+            sql.Identifier(table), sql.Literal(mark + json.dumps(manifest, sort_keys=True))
         )
     )
 
@@ -264,9 +275,11 @@ def chunk_count(conn: Conn, vectorizer: str) -> int:
     return int(row[0]) if row else 0
 
 
-def stale_reason(conn: Conn, table: str, wanted: dict[str, Any]) -> str | None:
+def stale_reason(
+    conn: Conn, table: str, wanted: dict[str, Any], *, mark: str = MARK, versions: bool = False
+) -> str | None:
     """Why the table cannot be reused as it is, or None."""
-    manifest = read_manifest(conn, table)
+    manifest = read_manifest(conn, table, mark)
     if manifest is None:
         return "not built yet"
     if manifest.get("state") != "complete":
@@ -282,7 +295,7 @@ def stale_reason(conn: Conn, table: str, wanted: dict[str, Any]) -> str | None:
         or s["model_version"] != manifest["model_version"]
     ):
         return "the embeddings differ from the manifest"
-    if layout(conn, table) != probe_layout(conn):
+    if layout(conn, table, versions=versions) != probe_layout(conn, versions=versions):
         return "autoembed's table layout (columns or indexes) changed since the build"
     return None
 
@@ -290,26 +303,46 @@ def stale_reason(conn: Conn, table: str, wanted: dict[str, Any]) -> str | None:
 # -- building ---------------------------------------------------------------------------------
 
 
-def _create_vectorizer(conn: Conn, table: str) -> None:
+def create_vectorizer(conn: Conn, table: str) -> None:
     conn.execute(
         "SELECT autoembed.create_vectorizer(%s::regclass, %s, name => %s, model => %s)",
         (sql.Identifier(table).as_string(conn), COLUMNS, table, MODEL),
     )
 
 
-def _drop(conn: Conn, table: str) -> None:
+Row = tuple[str, str | None, str]  # id, title, text
+
+
+def create(
+    conn: Conn, table: str, manifest: dict[str, Any], rows: Iterable[Row], mark: str = MARK
+) -> None:
+    """(Re)create the table (id, title, text) under a MiniLM vectorizer,
+    holding rows, its comment the manifest (in one transaction)."""
     if conn.execute("SELECT 1 FROM autoembed.vectorizer WHERE name = %s", (table,)).fetchone():
         conn.execute("SELECT autoembed.drop_vectorizer(%s)", (table,))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+    ident = sql.Identifier(table)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, title text, text text)").format(ident)
+        )
+        write_manifest(conn, table, manifest, mark)
+        create_vectorizer(conn, table)
+        copy_rows(conn, table, rows)
 
 
-def _copy_replicas(conn: Conn, table: str, collection: Collection, first: int, stop: int) -> None:
-    """Replicas first..stop-1 of the corpus, keys <doc id>#<replica>."""
+def copy_rows(conn: Conn, table: str, rows: Iterable[Row]) -> None:
     statement = sql.SQL("COPY {} (id, title, text) FROM STDIN").format(sql.Identifier(table))
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        for r in range(first, stop):
-            for d in collection.corpus:
-                copy.write_row((f"{d.id}#{r}", d.title or None, d.text))
+        for row in rows:
+            copy.write_row(row)
+
+
+def _replicas(collection: Collection, first: int, stop: int) -> Iterator[Row]:
+    """Replicas first..stop-1 of the corpus, keys <doc id>#<replica>."""
+    for r in range(first, stop):
+        for d in collection.corpus:
+            yield (f"{d.id}#{r}", d.title or None, d.text)
 
 
 def seed(cache: CachingEmbedder, url: str) -> int:
@@ -336,16 +369,24 @@ def seed(cache: CachingEmbedder, url: str) -> int:
     return len(cache) - before
 
 
-def seed_all(cache: CachingEmbedder, url: str, say: Say) -> None:
-    found = seed(cache, url)
-    if EVALUATE_PG.joinpath("PG_VERSION").exists():
-        evaluate = EmbeddedPostgres(EVALUATE_PG)  # shared: stopped only by its last user
+def seed_from(cache: CachingEmbedder, data_dirs: Iterable[Path], say: Say) -> int:
+    """seed from the embedded servers in data_dirs (other benchmarks'), where they exist."""
+    found = 0
+    for data_dir in data_dirs:
+        if not data_dir.joinpath("PG_VERSION").exists():
+            continue
+        other = EmbeddedPostgres(data_dir)  # shared: stopped only by its last user
         try:
-            found += seed(cache, evaluate.start())
+            found += seed(cache, other.start())
         except Exception as e:  # only an optimization
-            say(f"could not read embeddings from {EVALUATE_PG}: {e}")
+            say(f"could not read embeddings from {data_dir}: {e}")
         finally:
-            evaluate.stop()
+            other.stop()
+    return found
+
+
+def seed_all(cache: CachingEmbedder, url: str, say: Say) -> None:
+    found = seed(cache, url) + seed_from(cache, [EVALUATE_PG], say)
     say(f"embedding cache seeded with {found} chunk vectors of {cache.version().tag}")
 
 
@@ -373,27 +414,18 @@ def build(
     assert isinstance(cache, CachingEmbedder)
     seed_all(cache, url, say)
     misses_before = cache.misses
-    _drop(conn, table)
-    with conn.transaction():
-        conn.execute(
-            sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, title text, text text)").format(
-                sql.Identifier(table)
-            )
-        )
-        write_manifest(conn, table, {**wanted, "state": "loading"})
-        _create_vectorizer(conn, table)
-        _copy_replicas(conn, table, collection, 0, 1)
+    create(conn, table, {**wanted, "state": "loading"}, _replicas(collection, 0, 1))
     drain_s = drain(url, say, "replica 0")
     per_replica = chunk_count(conn, table)
     replicas = wanted["replicas"] or max(1, math.ceil(wanted["min_chunks"] / per_replica))
     if replicas > 1:
         say(f"{per_replica} chunks per replica: loading {replicas - 1} more (COPY) ...")
         with conn.transaction():
-            _copy_replicas(conn, table, collection, 1, replicas)
+            copy_rows(conn, table, _replicas(collection, 1, replicas))
         drain_s += drain(url, say, f"replicas 1-{replicas - 1}")
     t = time.monotonic()
     conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
-    for name in _tables(conn, table):
+    for name in sorted(tables(conn, table).values()):
         conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier("autoembed", name)))
     vacuum_s = time.monotonic() - t
     s = status(conn, table)
@@ -413,14 +445,6 @@ def build(
     }
     write_manifest(conn, table, manifest)
     return manifest
-
-
-def _tables(conn: Conn, vectorizer: str) -> list[str]:
-    row = conn.execute(
-        "SELECT to_jsonb(v) FROM autoembed.vectorizer AS v WHERE v.name = %s", (vectorizer,)
-    ).fetchone()
-    assert row is not None
-    return sorted(str(v) for k, v in row[0].items() if k.endswith("_table") and v)
 
 
 def ensure(

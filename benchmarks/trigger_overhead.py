@@ -39,18 +39,17 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
+from bench_run_info import run_info
 from bench_server import Listener, ServerClock, embedded_database, server_settings
 from paired_stats import Series, summarize
 from psycopg import sql
@@ -351,13 +350,6 @@ def print_variants(
             )
 
 
-def git_revision() -> str:
-    out = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
-    )
-    return out.stdout.strip() or "unknown"
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -409,10 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_variants(args, result["scenarios"], variants)
     duration = time.perf_counter() - started
     report = {
-        "benchmark": "trigger_overhead",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": [Path(sys.executable).name, *sys.argv],
-        "autoembed_revision": git_revision(),
+        **run_info("trigger_overhead"),
         "applied_sql": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in args.apply_sql},
         "parameters": vars(args),
         "machine": machine(load_start),
