@@ -54,6 +54,22 @@ BEGIN
 END
 $$;
 
+-- A version the caller names on purpose (activate, drop): NULL is refused
+-- rather than taken for the active one.
+CREATE OR REPLACE FUNCTION autoembed._named_version(v autoembed.vectorizer, version text)
+RETURNS autoembed.vectorizer_version
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF version IS NULL THEN
+        RAISE EXCEPTION 'autoembed: version must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Name it by number, model or tag: SELECT version, model, state FROM autoembed.vectorizer_versions;';
+    END IF;
+    RETURN autoembed._version(v, version);
+END
+$$;
+
 -- Make version ver of v the active one; the active one becomes retired.
 -- The caller holds v's row (FOR UPDATE or FOR SHARE).
 CREATE OR REPLACE FUNCTION autoembed._activate(v autoembed.vectorizer, ver autoembed.vectorizer_version)
@@ -242,10 +258,7 @@ DECLARE
     v autoembed.vectorizer := autoembed._vectorizer_for_update(name);
     ver autoembed.vectorizer_version;
 BEGIN
-    IF version IS NULL THEN
-        RAISE EXCEPTION 'autoembed: version must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    ver := autoembed._version(v, version);
+    ver := autoembed._named_version(v, version);
     IF ver.state = 'building' THEN
         RAISE EXCEPTION 'autoembed: version % (%) of vectorizer "%" is still being embedded', ver.ordinal, ver.model, v.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -313,10 +326,7 @@ AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer_for_update(name);
 BEGIN
-    IF version IS NULL THEN
-        RAISE EXCEPTION 'autoembed: version must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM autoembed._drop_version(v, autoembed._version(v, version));
+    PERFORM autoembed._drop_version(v, autoembed._named_version(v, version));
 END
 $$;
 

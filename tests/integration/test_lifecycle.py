@@ -165,6 +165,9 @@ def test_manual_activation_rollback_and_gc(docs: Conn, db_url: str) -> None:
 
     with pytest.raises(psycopg.errors.ObjectInUse, match="active version"):
         docs.execute("SELECT autoembed.drop_version('docs', '2')")
+    for call in ("activate_version", "drop_version"):
+        with pytest.raises(psycopg.errors.NullValueNotAllowed, match="version must not be NULL"):
+            docs.execute(f"SELECT autoembed.{call}('docs', NULL)")
     assert docs.execute("SELECT autoembed.gc_versions('docs')").fetchone() == (1,)
     assert versions(docs) == [(2, "hash:32", 32, "active")]
     gone = docs.execute(

@@ -1,4 +1,4 @@
-"""Upgrading a database autoembed 0.1.0 made (tests/data/release_0.1.0.sql:
+"""Upgrading a database autoembed 0.1.0 made (tests/data/release_0.1.0.dump:
 a pg_dump of one, with two embedded vectorizers, one change still queued)
 to this release: every vectorizer keeps answering the same searches, its
 tables become version 1, the queued change is embedded, campaigns work, and
@@ -20,7 +20,7 @@ from autoembed.install import install
 from tests.conftest import drain
 from tests.integration.helpers import pg_bin, schema_snapshot
 
-DUMP = Path(__file__).resolve().parent.parent / "data" / "release_0.1.0.sql"
+DUMP = Path(__file__).resolve().parent.parent / "data" / "release_0.1.0.dump"
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def searches(url: str) -> list[Any]:
 
 
 def recreate_release_tables(url: str) -> None:
-    """What tests/data/release_0.1.0.sql holds, made with this release."""
+    """What tests/data/release_0.1.0.dump holds, made with this release."""
     install(url)
     with connect(url) as c:
         c.execute("CREATE EXTENSION IF NOT EXISTS dblink")
