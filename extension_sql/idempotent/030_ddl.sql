@@ -263,9 +263,11 @@ DECLARE
     old_row text := (SELECT string_agg(format('OLD.%I', c), ', ') FROM unnest(watched) AS c);
     new_row text := (SELECT string_agg(format('NEW.%I', c), ', ') FROM unnest(watched) AS c);
 BEGIN
+    -- CREATE OR REPLACE: making them anew (every install does) locks the
+    -- source against writes for a moment, never against reads.
     -- Bulk inserts: one set-based statement per INSERT/COPY.
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
+        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
         'FOR EACH STATEMENT EXECUTE FUNCTION autoembed.%I()',
         format('autoembed_%s_insert', v.id), v.source, v.sync_function);
     -- Updates: row level so that an UPDATE that does not name an embedded
@@ -273,24 +275,24 @@ BEGIN
     -- it stops at the WHEN clause. (Postgres allows no column list on a
     -- trigger with transition tables.)
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER UPDATE OF %s ON %s FOR EACH ROW '
+        'CREATE OR REPLACE TRIGGER %I AFTER UPDATE OF %s ON %s FOR EACH ROW '
         'WHEN ((%s) IS DISTINCT FROM (%s)) EXECUTE FUNCTION autoembed.%I()',
         format('autoembed_%s_update', v.id), watched_list, v.source,
         old_row, new_row,
         autoembed._derived_name(v.sync_function, '_row'));
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+        'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
         'FOR EACH STATEMENT EXECUTE FUNCTION autoembed.%I()',
         format('autoembed_%s_delete', v.id), v.source, v.sync_function);
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION autoembed.%I()',
+        'CREATE OR REPLACE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION autoembed.%I()',
         format('autoembed_%s_truncate', v.id), v.source, v.sync_function);
     -- On a partitioned table an UPDATE that moves a row to another partition
     -- fires no row trigger; catch those moves per statement. (This captures
     -- transition tables for every UPDATE of a partitioned source.)
     IF (SELECT c.relkind FROM pg_class AS c WHERE c.oid = v.source) = 'p' THEN
         EXECUTE format(
-            'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows '
+            'CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows '
             'NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION autoembed.%I()',
             format('autoembed_%s_moves', v.id), v.source, v.sync_function);
     END IF;
@@ -324,8 +326,9 @@ END
 $$;
 
 -- (Re)make everything generated for a vectorizer from its catalog row: the
--- sync trigger functions, the source reader and the view of the active
--- version. CREATE OR REPLACE keeps their owners and grants. Run when a
+-- sync trigger functions and the triggers on the source, the source reader
+-- and the view of the active version. CREATE OR REPLACE keeps their owners
+-- and grants. Run when a
 -- vectorizer is created or changed, and by every install for every
 -- vectorizer (090_upgrade.sql), so generated code always matches this release.
 CREATE OR REPLACE FUNCTION autoembed._render_vectorizer(v autoembed.vectorizer)
@@ -335,6 +338,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM autoembed._create_sync_function(v);
+    PERFORM autoembed._create_triggers(v);
     PERFORM autoembed._create_source_function(v);
     PERFORM autoembed._create_embeddings_view(v);
 END

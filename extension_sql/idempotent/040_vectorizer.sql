@@ -245,7 +245,6 @@ BEGIN
     PERFORM autoembed._create_inbox(v);
     ver := autoembed._add_version(v, resolved.model_name, resolved.model_dimensions, 'active');
     PERFORM autoembed._render_vectorizer(v);
-    PERFORM autoembed._create_triggers(v);
     PERFORM autoembed._grant_worker_objects(v, r.role) FROM autoembed._worker_roles() AS r;
 
     IF backfill THEN

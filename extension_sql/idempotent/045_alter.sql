@@ -69,7 +69,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer_for_update(name);
-    op text;
 BEGIN
     PERFORM autoembed._check_columns(v.source, columns);
     IF v.columns = columns THEN
@@ -77,12 +76,8 @@ BEGIN
     END IF;
     UPDATE autoembed.vectorizer AS x SET columns = set_columns.columns WHERE x.id = v.id
     RETURNING * INTO v;
-    -- The UPDATE trigger watches the embedded columns: make it anew.
-    FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate', 'moves'] LOOP
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', format('autoembed_%s_%s', v.id, op), v.source);
-    END LOOP;
-    PERFORM autoembed._create_triggers(v);
-    -- The workers read the text through the source reader: it reads the new columns.
+    -- The UPDATE trigger watches the embedded columns, and the workers read
+    -- the text through the source reader: both made anew.
     PERFORM autoembed._render_vectorizer(v);
     PERFORM autoembed._requeue_all(v);
 END

@@ -1,6 +1,6 @@
 -- Bring every vectorizer up to this release's generated objects (run by
 -- every install; an upgrade gives what a fresh create_vectorizer gives):
--- its sync trigger functions, source reader and view of the active version
+-- its sync trigger functions and triggers, source reader and view of the active version
 -- are made anew from the catalog, owned (like the originals) by the role
 -- that created the vectorizer; and every worker role gets what this
 -- release's workers need (new catalog columns, views made anew).
@@ -10,6 +10,7 @@ DECLARE
     creator regrole;
     had_reader boolean;
     worker regrole;
+    searcher oid;
 BEGIN
     FOR v IN SELECT * FROM autoembed.vectorizer ORDER BY id LOOP
         SELECT p.proowner::regrole INTO creator
@@ -19,6 +20,23 @@ BEGIN
             pg_catalog.format('autoembed.%I(jsonb, boolean)', autoembed._source_function(v))) IS NOT NULL;
         BEGIN
             PERFORM autoembed._render_vectorizer(v);
+            -- A 0.1.0 vectorizer's searchers were granted its embeddings
+            -- table, which became version 1's: they get the view too (a
+            -- worker's grant there includes INSERT; a searcher's does not).
+            FOR searcher IN
+                SELECT a.grantee
+                FROM autoembed.vectorizer_version AS ver
+                JOIN pg_catalog.pg_class AS c
+                  ON c.oid = pg_catalog.to_regclass(pg_catalog.format('autoembed.%I', ver.embeddings_table))
+                CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+                WHERE ver.vectorizer_id = v.id AND a.grantee <> c.relowner
+                GROUP BY a.grantee
+                HAVING pg_catalog.bool_or(a.privilege_type = 'SELECT')
+                   AND NOT pg_catalog.bool_or(a.privilege_type = 'INSERT')
+            LOOP
+                EXECUTE pg_catalog.format('GRANT SELECT ON autoembed.%I TO %s', v.embeddings_table,
+                    CASE WHEN searcher = 0 THEN 'PUBLIC' ELSE searcher::regrole::text END);
+            END LOOP;
             IF creator IS NOT NULL AND creator <> current_user::regrole THEN
                 EXECUTE pg_catalog.format('ALTER FUNCTION autoembed.%I(jsonb, boolean) OWNER TO %I',
                                           autoembed._source_function(v), creator);

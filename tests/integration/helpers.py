@@ -278,7 +278,8 @@ class QueryServiceThread:
 
 def schema_snapshot(url: str) -> dict[str, Any]:
     """Everything in schema autoembed that either install path creates
-    (privileges as they are: a default ACL equals its explicit form)."""
+    (privileges as they are: a default ACL equals its explicit form), the
+    triggers it puts on source tables, and its catalog's rows."""
     q: dict[str, str] = {
         "schema": """
             SELECT nspname, pg_get_userbyid(nspowner), nspacl::text
@@ -324,7 +325,20 @@ def schema_snapshot(url: str) -> dict[str, Any]:
             SELECT pg_get_triggerdef(t.oid) FROM pg_trigger AS t
             JOIN pg_class AS c ON c.oid = t.tgrelid
             WHERE c.relnamespace = 'autoembed'::regnamespace AND NOT t.tgisinternal""",
+        "source_triggers": """
+            SELECT t.tgrelid::regclass::text, pg_get_triggerdef(t.oid), t.tgenabled
+            FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid
+            WHERE p.pronamespace = 'autoembed'::regnamespace AND NOT t.tgisinternal""",
         "models": "SELECT name, dimensions, max_seq_length, description FROM autoembed.model",
+        # The catalog's rows without what only time and order decide.
+        "vectorizers": """
+            SELECT to_jsonb(v) - '{id,created_at,drains_started}'::text[]
+            FROM autoembed.vectorizer AS v""",
+        "versions": """
+            SELECT v.name, to_jsonb(x) - '{id,vectorizer_id,model_version_id,created_at,
+                   completed_at,activated_at,retired_at,last_claim_at,last_error_at}'::text[]
+            FROM autoembed.vectorizer_version AS x JOIN autoembed.vectorizer AS v
+              ON v.id = x.vectorizer_id""",
     }
     with connect(url) as c:
         snap = {key: sorted(c.execute(sql).fetchall(), key=repr) for key, sql in q.items()}
@@ -332,6 +346,19 @@ def schema_snapshot(url: str) -> dict[str, Any]:
     for key, rows in snap.items():
         snap[key] = [r for r in rows if not any("alembic_version" in str(x) for x in r)]
     return snap
+
+
+def snapshot_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """What differs between two schema_snapshot()s: per item, the rows only
+    in a and only in b (empty when they are equal)."""
+    return {
+        key: {
+            "only first": [r for r in a[key] if r not in b[key]],
+            "only second": [r for r in b[key] if r not in a[key]],
+        }
+        for key in a.keys() | b.keys()
+        if a.get(key) != b.get(key)
+    }
 
 
 def pg_bin(name: str) -> str:
