@@ -154,6 +154,28 @@ def test_search_composes_with_where_join_order_and_limit(engine: sa.Engine) -> N
         assert session.scalars(both).all() == [1, 4]
 
 
+def test_similar_rows_of_an_instance_or_a_key(engine: sa.Engine) -> None:
+    with Session(engine) as session:
+        pie = session.get(Note, 4)
+        assert pie is not None
+        by_instance = session.execute(Note.embeddings.similar(pie, k=3).select()).all()
+        sql_rows = session.execute(
+            sa.text("SELECT pk ->> 'id', rank FROM autoembed.similar('notes', 4, 3)")
+        ).all()
+        assert [(str(r.Note.id), r.rank) for r in by_instance] == [tuple(r) for r in sql_rows]
+        assert by_instance[0].Note.id == 1  # the other apple note
+        assert 4 not in [r.Note.id for r in by_instance]
+        for key in (4, (4,), {"id": 4}):
+            again = session.execute(Note.embeddings.similar(key, k=3).select()).all()
+            assert [r.Note.id for r in again] == [r.Note.id for r in by_instance]
+        machines = Note.embeddings.similar(pie, k=3, filter={"topic": "machines"})
+        assert [n.id for n, *_ in session.execute(machines.select())] == [2]
+        with pytest.raises(ValueError, match=r"the key of notes is \(id\)"):
+            Note.embeddings.similar((4, 5))
+        with pytest.raises(sa.exc.DBAPIError, match="has no row"):
+            session.execute(Note.embeddings.similar(99).select()).all()
+
+
 def test_bm25_and_hybrid_find_the_expected_rows(engine: sa.Engine) -> None:
     with Session(engine) as session:
         rows = session.execute(Note.embeddings.bm25("telescope", k=5).select()).all()

@@ -213,6 +213,13 @@ class Vectorizer:
         version (default: a QueryEmbedding's own, else the active one)."""
         return _search.semantic(self, query, k, **options)
 
+    def similar(self, row: Any, k: int = 10, **options: Any) -> _search.SearchHits:
+        """Rows like ``row`` (an instance, or its key: a value, a tuple or a
+        dict) by its stored vectors, itself excluded. Options: filter,
+        chunks, version. The database raises if the row is missing, not
+        visible to the caller or not embedded yet."""
+        return _search.similar(self, row, k, **options)
+
     def bm25(self, query: QueryEmbedding | str, k: int = 10, **options: Any) -> _search.SearchHits:
         """Best rows by BM25. Options: filter, chunks, version."""
         return _search.bm25(self, query, k, **options)

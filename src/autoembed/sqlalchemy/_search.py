@@ -181,5 +181,47 @@ def hybrid(
     return _call(vectorizer, "hybrid_search", positional, named)
 
 
+def similar(
+    vectorizer: Vectorizer,
+    row: Any,
+    k: int = 10,
+    *,
+    filter: dict[str, Any] | None = None,
+    chunks: bool = False,
+    version: str | None = None,
+) -> SearchHits:
+    name, kk = _common(vectorizer, k)
+    key: Arg = ("CAST({} AS jsonb)", _key(vectorizer, row), pg.JSONB)
+    named = _options(filter, chunks, None, version)
+    return _call(vectorizer, "similar", [name, key, kk], named)
+
+
+def _key(vectorizer: Vectorizer, row: Any) -> dict[str, Any]:
+    """A row's key as a JSON object: from an instance of the mapped class, a
+    dict of key columns, a tuple in key column order, or a one-column key's
+    value. Values JSON has no type for go as text (the database casts them)."""
+    columns = [c.name for c in vectorizer.table.primary_key.columns]
+    if vectorizer.owner is not None and isinstance(row, vectorizer.owner):
+        identity = sa.inspect(row).identity
+        if identity is None:
+            raise ValueError(f"{row!r} has no primary key yet (add and flush it first)")
+        values: Sequence[Any] = identity
+    elif isinstance(row, dict):
+        return {c: _json_value(v) for c, v in row.items()}
+    elif isinstance(row, tuple):
+        values = row
+    else:
+        values = (row,)
+    if len(values) != len(columns):
+        raise ValueError(
+            f"the key of {vectorizer.table.name} is ({', '.join(columns)}); got {row!r}"
+        )
+    return {c: _json_value(v) for c, v in zip(columns, values, strict=True)}
+
+
+def _json_value(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
 def _text(query: QueryEmbedding | str) -> str:
     return query.text if isinstance(query, QueryEmbedding) else query
