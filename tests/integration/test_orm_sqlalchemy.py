@@ -176,6 +176,21 @@ def test_similar_rows_of_an_instance_or_a_key(engine: sa.Engine) -> None:
             session.execute(Note.embeddings.similar(99).select()).all()
 
 
+def test_wait_embedded_reads_your_writes(engine: sa.Engine, db_url: str) -> None:
+    with Session(engine) as session:
+        note = Note(id=5, title="Comet", body="A comet tail over the observatory")
+        session.add(note)
+        session.commit()
+        assert Note.embeddings.wait_embedded(session, note, timeout=0.2) is False
+        assert Note.embeddings.wait_embedded(session, timeout=0) is False
+        assert Note.embeddings.wait_embedded(session, 1, timeout=0) is True  # not pending
+        drain(db_url)
+        assert Note.embeddings.wait_embedded(session, note, timeout=0) is True
+        assert Note.embeddings.wait_embedded(session) is True
+        hits = session.execute(Note.embeddings.bm25("comet", k=1).select()).all()
+        assert [r.Note.id for r in hits] == [5]
+
+
 def test_bm25_and_hybrid_find_the_expected_rows(engine: sa.Engine) -> None:
     with Session(engine) as session:
         rows = session.execute(Note.embeddings.bm25("telescope", k=5).select()).all()
@@ -208,13 +223,19 @@ def test_async_session_search(engine: sa.Engine, db_url: str) -> None:
     async def run() -> list[Any]:
         aengine = create_async_engine(sqlalchemy_url(db_url), poolclass=sa.pool.NullPool)
         try:
-            async with async_sessionmaker(aengine)() as session:
+            async with async_sessionmaker(aengine, expire_on_commit=False)() as session:
                 query = await Note.embeddings.aembed_query(session, "stars and planets")
                 assert isinstance(query, QueryEmbedding)
                 result = await session.execute(
                     Note.embeddings.hybrid(query, k=2).select().where(Note.topic != "fruit")
                 )
-                return list(result.all())
+                rows = list(result.all())
+                session.add(Note(id=6, title="Meteor", body="A meteor shower"))
+                await session.commit()
+                assert await Note.embeddings.await_embedded(session, 6, timeout=0) is False
+                await asyncio.to_thread(drain, db_url)
+                assert await Note.embeddings.await_embedded(session, 6, timeout=0) is True
+                return rows
         finally:
             await aengine.dispose()
 

@@ -25,6 +25,7 @@ from sqlalchemy import event, orm
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from autoembed.sqlalchemy import _search
+from autoembed.sqlalchemy import _wait as _wait
 from autoembed.sqlalchemy._query import Bind, QueryEmbedding, aembed_query, embed_query
 from autoembed.sqlalchemy._spec import (
     DEFAULT_MODEL,
@@ -206,6 +207,27 @@ class Vectorizer:
         self, session: AsyncSession, query: str, version: str | None = None
     ) -> QueryEmbedding:
         return await aembed_query(session, self.name, query, version)
+
+    def wait_embedded(
+        self, bind: Bind, row: Any = None, *, timeout: float = 30.0, version: str | None = None
+    ) -> bool:
+        """Read-your-writes: True once ``row`` (an instance or its key; None:
+        every change committed before the call) is searchable, False after
+        ``timeout`` seconds. Commit the change first."""
+        return bool(_wait.wait_embedded(self, bind, row, timeout=timeout, version=version))
+
+    async def await_embedded(
+        self,
+        session: AsyncSession,
+        row: Any = None,
+        *,
+        timeout: float = 30.0,
+        version: str | None = None,
+    ) -> bool:
+        """``wait_embedded`` for an AsyncSession (the event loop stays free)."""
+        return bool(
+            await _wait.await_embedded(self, session, row, timeout=timeout, version=version)
+        )
 
     def semantic(self, query: _search.Query, k: int = 10, **options: Any) -> _search.SearchHits:
         """Nearest rows to a QueryEmbedding or a vector (or a text, embedded

@@ -191,12 +191,12 @@ def similar(
     version: str | None = None,
 ) -> SearchHits:
     name, kk = _common(vectorizer, k)
-    key: Arg = ("CAST({} AS jsonb)", _key(vectorizer, row), pg.JSONB)
+    key: Arg = ("CAST({} AS jsonb)", row_key(vectorizer, row), pg.JSONB)
     named = _options(filter, chunks, None, version)
     return _call(vectorizer, "similar", [name, key, kk], named)
 
 
-def _key(vectorizer: Vectorizer, row: Any) -> dict[str, Any]:
+def row_key(vectorizer: Vectorizer, row: Any) -> dict[str, Any]:
     """A row's key as a JSON object: from an instance of the mapped class, a
     dict of key columns, a tuple in key column order, or a one-column key's
     value. Values JSON has no type for go as text (the database casts them)."""
