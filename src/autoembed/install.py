@@ -44,20 +44,31 @@ def install(url: str) -> str:
             rev = conn.exec_driver_sql(
                 "SELECT version_num FROM autoembed.alembic_version"
             ).scalar_one()
-            _try_dblink(conn)
+            try_dblink(conn)
     finally:
         engine.dispose()
     return str(rev)
 
 
-def _try_dblink(conn: sa.Connection) -> None:
+def try_dblink(conn: sa.Connection) -> bool:
     """CREATE EXTENSION IF NOT EXISTS dblink, which text queries from SQL need
-    (autoembed.embed_query); only a superuser may, so failing is fine."""
+    (autoembed.embed_query); only a superuser may, so failing is fine.
+    Whether the database has it now."""
     try:
         with conn.begin_nested():
             conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS dblink")
     except sa.exc.DBAPIError as e:
         log.info("dblink not installed (text queries from SQL need it): %s", e.orig)
+        return False
+    return True
+
+
+def dblink_note() -> str:
+    """What to say when the database lacks dblink."""
+    return (
+        "note: text queries from SQL (autoembed.search(name, 'text')) need dblink, "
+        "which only a superuser can install: CREATE EXTENSION dblink"
+    )
 
 
 def has_dblink(conn: Any) -> bool:

@@ -287,6 +287,49 @@ def test_install_autoembed_from_an_application_migration(
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def test_a_new_project_autogenerates_the_install_and_downgrades_to_nothing(
+    alembic_env: Config, pg_server: Any, tmp_path: Path
+) -> None:
+    """An empty database (no autoembed): the first autogenerate installs it
+    before the first vectorizer, once; downgrade to base removes all of it."""
+    import uuid
+
+    name = f"new_{uuid.uuid4().hex[:8]}"
+    with connect(pg_server.url) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    try:
+        url = pg_server.url_for(name)
+        cfg = alembic_env
+        cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url))
+        first = autogenerate(cfg, "products")
+        assert ops(first) == ["install_autoembed", "create_table", "create_vectorizer"]
+        command.upgrade(cfg, "head")
+        with connect(url) as c:
+            assert c.execute("SELECT name FROM autoembed.vectorizer").fetchall() == [("products",)]
+            # what autoembed install does, op.install_autoembed() does: dblink too
+            assert c.execute(
+                "SELECT count(*) FROM pg_extension WHERE extname IN ('vector', 'dblink')"
+            ).fetchone() == (2,)
+            c.execute("INSERT INTO products VALUES (1, 'Rain jacket', 'Waterproof, a hood')")
+        assert drain(url).written == 1
+        with connect(url) as c:
+            assert c.execute(
+                "SELECT pk FROM autoembed.bm25_search('products', 'waterproof', 1)"
+            ).fetchall() == [({"id": 1},)]
+        assert ops(autogenerate(cfg, "nothing")) == []  # installed once
+        command.downgrade(cfg, "base")
+        with connect(url) as c:
+            assert c.execute("SELECT to_regnamespace('autoembed')").fetchone() == (None,)
+            left = c.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'autoembed%' UNION ALL "
+                "SELECT proname FROM pg_proc WHERE proname LIKE 'products%'"
+            ).fetchall()
+            assert left == []
+    finally:
+        with connect(pg_server.url) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 MODEL_CHANGE = {
     "0001_products.py": """
         from alembic import op

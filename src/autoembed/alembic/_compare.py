@@ -1,6 +1,8 @@
 """Autogenerate: compare the vectorizers declared on the models (with
 ``autoembed.sqlalchemy``) with ``autoembed.vectorizer``,
-and keep autoembed's own tables out of the comparison.
+and keep autoembed's own tables out of the comparison. The first revision
+that creates a vectorizer in a database without autoembed also installs it
+(``op.install_autoembed()``, reversed by ``op.uninstall_autoembed()``).
 
 A vectorizer in the database is dropped only when its source table is in the
 metadata and declares no vectorizer of that name: vectorizers made in SQL on
@@ -18,6 +20,7 @@ from alembic.autogenerate import comparators
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations.ops import UpgradeOps
 
+from autoembed.alembic._install import InstallAutoembedOp
 from autoembed.alembic._ops import AlterVectorizerOp, CreateVectorizerOp, DropVectorizerOp
 from autoembed.sqlalchemy._spec import VectorizerSpec, declared_specs, same_model, stored_specs
 
@@ -70,10 +73,17 @@ def compare_vectorizers(context: AutogenContext, upgrade_ops: UpgradeOps, schema
             alter = _alter(new, old)
             if alter is not None:
                 upgrade_ops.ops.append(alter)
-    for name, spec in declared.items():
-        if name not in stored:
-            upgrade_ops.ops.append(CreateVectorizerOp(spec))
+    creates = [CreateVectorizerOp(spec) for name, spec in declared.items() if name not in stored]
+    if creates and not _installed(context.connection):
+        # The database is at head and lacks autoembed: no earlier revision
+        # installs it, so this one does, first (its downgrade uninstalls last).
+        upgrade_ops.ops.insert(0, InstallAutoembedOp())
+    upgrade_ops.ops.extend(creates)
     return _continue()
+
+
+def _installed(connection: sa.Connection) -> bool:
+    return bool(connection.execute(sa.text("SELECT to_regclass('autoembed.vectorizer')")).scalar())
 
 
 def _alter(new: VectorizerSpec, old: VectorizerSpec) -> AlterVectorizerOp | None:

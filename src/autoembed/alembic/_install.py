@@ -2,11 +2,13 @@
 an application's migration, in that migration's transaction. Runs
 autoembed's revisions (version table ``autoembed.alembic_version``, apart
 from the application's) and its idempotent SQL, as ``autoembed install``
-does. Offline (``--sql``) it renders a fresh install. Reversed by
+does, dblink included where the role may create it (else a warning: text
+queries from SQL need it). Offline (``--sql``) it renders a fresh install. Reversed by
 ``op.uninstall_autoembed()``, which refuses while any vectorizer exists."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,8 +18,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from autoembed import extension_sql
-from autoembed.install import alembic_config
+from autoembed.install import alembic_config, dblink_note, try_dblink
 from autoembed.migrations import _runner
+
+log = logging.getLogger("alembic.runtime.migration")  # printed where Alembic prints
 
 
 @Operations.register_operation("install_autoembed")
@@ -72,6 +76,8 @@ def _install(operations: Operations, operation: InstallAutoembedOp) -> None:
             outer.impl.static_output(f"-- {name}\n" + extension_sql.render(sql, vector_schema))
     else:
         _runner.apply_idempotent_online(operations.get_bind(), vector_schema)
+        if not try_dblink(operations.get_bind()):
+            log.warning(dblink_note())
 
 
 @Operations.implementation_for(UninstallAutoembedOp)
