@@ -1,7 +1,7 @@
 """A small FastAPI app: articles in PostgreSQL, embedded by autoembed, and a
 hybrid search endpoint through the ORM.
 
-    AUTOEMBED_DB=postgresql://... uvicorn examples.fastapi_app.app:app
+    AUTOEMBED_DATABASE_URL=postgresql://... uvicorn examples.fastapi_app.app:app
     autoembed worker --db postgresql://...      # embeds rows as they change
     curl 'localhost:8000/search?q=waterproof+jacket'
 """
@@ -54,4 +54,8 @@ def create_app(url: str) -> FastAPI:
     return app
 
 
-app = create_app(os.environ["AUTOEMBED_DB"]) if "AUTOEMBED_DB" in os.environ else None
+app = (
+    create_app(os.environ["AUTOEMBED_DATABASE_URL"])
+    if "AUTOEMBED_DATABASE_URL" in os.environ
+    else None
+)
