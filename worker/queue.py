@@ -173,6 +173,13 @@ def extend_lease(
     return int(row[0]) if row else 0
 
 
+def end_claim(conn: psycopg.Connection[Any], token: uuid.UUID) -> bool:
+    """End a claim: this session stops vouching for it, so rows it still
+    holds are claimable at once (the claim's lock, 050_queue.sql)."""
+    row = conn.execute("SELECT autoembed.end_claim(%s)", (token,)).fetchone()
+    return bool(row and row[0])
+
+
 def release(conn: psycopg.Connection[Any], version_id: int, token: uuid.UUID) -> int:
     row = conn.execute("SELECT autoembed.release_claim(%s, %s)", (version_id, token)).fetchone()
     return int(row[0]) if row else 0

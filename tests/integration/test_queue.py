@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     status,
     vectorizer,
 )
+from tests.integration.security_helpers import connect_as, roles
 
 Conn = psycopg.Connection[Any]
 DIMS = 16
@@ -432,6 +433,112 @@ def test_a_lease_that_expires_max_attempts_times_fails_the_row(
     assert row["claim_token"] is None
     assert "lease expired" in row["last_error"]
     assert status(conn, "docs")["failed"] == 1
+
+
+def test_a_claim_whose_session_ended_is_claimable_at_once_and_counts_an_attempt(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    """The claimant's session dies (a worker killed mid-batch): its rows do
+    not wait out the lease, and its late completion could not write."""
+    vid = make_docs(conn, {1: "apples", 2: "pears", 3: "plums"})
+    dead, b = worker(), worker()
+    token = uuid.uuid4()
+    assert ids(queue.claim(dead, vid, 2, LEASE, token)) == [1, 2]
+    assert status(conn, "docs")["in_flight"] == 2
+    conn.execute("SELECT pg_terminate_backend(%s)", (dead.info.backend_pid,))
+    wait_gone(conn, dead.info.backend_pid)
+
+    assert status(conn, "docs")["in_flight"] == 0
+    assert status(conn, "docs")["pending"] == 3
+    again = uuid.uuid4()
+    claimed = queue.claim(b, vid, 10, LEASE, again)
+    assert ids(claimed) == [1, 2, 3]
+    row = queue_row(conn, 1)
+    assert row is not None
+    assert (row["attempts"], row["claim_token"]) == (2, again)
+    done = finish(b, vid, again, claimed, hash_version(conn))
+    assert (done.written, done.rejected) == (3, 0)
+
+
+def test_a_live_claimants_rows_are_not_taken_whatever_its_pace(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    vid = make_docs(conn, {1: "apples", 2: "pears"})
+    slow, b = worker(), worker()
+    token = uuid.uuid4()
+    claimed = queue.claim(slow, vid, 1, LEASE, token)
+    time.sleep(0.5)  # a slow batch, well inside its lease
+
+    assert ids(queue.claim(b, vid, 10, LEASE, uuid.uuid4())) == [2]
+    assert queue.claim(b, vid, 10, LEASE, uuid.uuid4()) == []
+    assert status(conn, "docs")["in_flight"] == 2
+    done = finish(slow, vid, token, claimed, hash_version(conn))
+    assert (done.written, done.rejected) == (1, 0)
+
+
+def test_end_claim_lets_the_rows_a_claim_still_holds_go(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    vid = make_docs(conn, {1: "apples", 2: "pears"})
+    a, b = worker(), worker()
+    token = uuid.uuid4()
+    claimed = queue.claim(a, vid, 10, LEASE, token)
+    finish(a, vid, token, claimed[:1], hash_version(conn))  # one row written, one still held
+    assert queue.claim(b, vid, 10, LEASE, uuid.uuid4()) == []
+
+    assert queue.end_claim(b, token) is False  # not b's claim: nothing happens
+    assert queue.claim(b, vid, 10, LEASE, uuid.uuid4()) == []
+    assert queue.end_claim(a, token) is True
+    assert queue.end_claim(a, token) is False
+    assert ids(queue.claim(b, vid, 10, LEASE, uuid.uuid4())) == ids(claimed[1:])
+
+
+def test_a_claimant_whose_session_keeps_dying_fails_the_row_after_max_attempts(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    vid = make_docs(conn, {1: "crashes the worker"}, max_attempts=2)
+    for _ in range(2):
+        w = worker()
+        pid = w.info.backend_pid
+        assert ids(queue.claim(w, vid, 10, LEASE, uuid.uuid4())) == [1]
+        w.close()
+        wait_gone(conn, pid)
+
+    assert queue.claim(worker(), vid, 10, LEASE, uuid.uuid4()) == []
+    row = queue_row(conn, 1)
+    assert row is not None
+    assert row["failed_at"] is not None
+    assert "database session ended" in row["last_error"]
+
+
+def test_a_worker_role_tells_a_live_claim_of_another_role_from_a_dead_one(
+    conn: Conn, db_url: str, worker: Callable[[], Conn]
+) -> None:
+    """Liveness needs no privilege: a grant_worker() role, not a superuser,
+    leaves another role's live claim alone and takes over a dead one."""
+    vid = make_docs(conn, {1: "apples", 2: "pears"})
+    with roles(conn, "worker") as (role,):
+        conn.execute("SELECT autoembed.grant_worker(%s)", (role,))
+        other = worker()  # the tests' superuser
+        pid = other.info.backend_pid
+        assert ids(queue.claim(other, vid, 1, LEASE, uuid.uuid4())) == [1]
+        with connect_as(db_url, role) as w:
+            queue.prepare(w)
+            assert ids(queue.claim(w, vid, 10, LEASE, uuid.uuid4())) == [2]
+            assert w.execute(
+                "SELECT in_flight FROM autoembed.vectorizer_status WHERE name = 'docs'"
+            ).fetchone() == (2,)
+            other.close()
+            wait_gone(conn, pid)
+            assert ids(queue.claim(w, vid, 10, LEASE, uuid.uuid4())) == [1]
+
+
+def wait_gone(conn: Conn, pid: int) -> None:
+    """Wait until backend ``pid`` has exited (and released its locks)."""
+    deadline = time.monotonic() + 10
+    while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+        assert time.monotonic() < deadline, f"backend {pid} still there"
+        time.sleep(0.01)
 
 
 # ------------------------------------------------- release, extend, pause
