@@ -8,8 +8,10 @@ vectorizer with claimable work sends enough drain tasks to keep up to
 ``parallelism`` claims running — coalesced, so a burst of 10,000 inserts
 becomes a handful of messages. Every ``sweep_seconds`` it checks every
 vectorizer the same way, so work whose message was lost (broker flushed,
-worker killed) is signalled again. Only one dispatcher per database is
-active, chosen by a session advisory lock; the others wait as standbys.
+worker killed) is signalled again; and at once when a worker's database
+session ends, since its claims are then claimable. Only one dispatcher per
+database is active, chosen by a session advisory lock; the others wait as
+standbys.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import psycopg
 from autoembed.db import connect
 from autoembed.settings import Settings
 from autoembed.worker import queue
-from autoembed.worker.connection import secure_session
+from autoembed.worker.connection import WORKER_APPLICATION, secure_session
 
 log = logging.getLogger("autoembed.dispatcher")
 
@@ -106,7 +108,10 @@ class Coalescer:
             # two batches holds no claim for a moment.
             dipped = s.live is not None and w.live_claims < s.live
             s.live = w.live_claims
-            if w.claimable <= 0 or now - s.last_sent_at < self.debounce:
+            if w.claimable <= 0:
+                s.short = False
+                continue
+            if now - s.last_sent_at < self.debounce:
                 continue
             wanted = min(self.parallelism, math.ceil(w.claimable / self.batch_size))
             n = wanted - w.live_claims - self.waiting(w.vectorizer_id)
@@ -116,6 +121,11 @@ class Coalescer:
                 s.last_sent_at = now
             s.short = n > 0 and w.vectorizer_id not in out
         return out
+
+    def unconfirmed(self) -> set[int]:
+        """Vectorizers whose last look found a shortfall not yet believed
+        (a dip in live claims): the dispatcher looks again soon."""
+        return {vid for vid, s in self._signals.items() if s.short}
 
 
 class Dispatcher:
@@ -162,7 +172,9 @@ class Dispatcher:
             if not announced:
                 log.info("another dispatcher is active; standing by")
                 announced = True
-            stop.wait(self.settings.sweep_seconds)
+            # one cheap try per poll: a dispatcher killed with its worker is
+            # replaced within a poll, so its sweeps are not missed for long
+            stop.wait(POLL_SECONDS)
         return False
 
     def _listen(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
@@ -171,8 +183,19 @@ class Dispatcher:
         next_sweep = next_poll = 0.0
         dirty: set[int] = set()
         last_dispatch = 0.0
+        sessions: set[int] | None = None
         while not stop.is_set():
             now = time.monotonic()
+            if now >= next_poll:
+                # Triggers throttle their NOTIFYs: look for unmerged changes too.
+                dirty |= queue.vectorizers_with_changes(conn)
+                # A worker session that ended (killed, say) may leave claims
+                # behind, claimable at once (050_queue.sql): sweep now.
+                current = queue.worker_sessions(conn, WORKER_APPLICATION)
+                if sessions is not None and sessions - current:
+                    next_sweep = now
+                sessions = current
+                next_poll = now + POLL_SECONDS
             if now >= next_sweep:
                 self.dispatch(conn, None)
                 dirty.clear()
@@ -182,10 +205,8 @@ class Dispatcher:
                 self.dispatch(conn, dirty)
                 dirty = set()
                 last_dispatch = now
-            if now >= next_poll:
-                # Triggers throttle their NOTIFYs: look for unmerged changes too.
-                dirty |= queue.vectorizers_with_changes(conn)
-                next_poll = now + POLL_SECONDS
+            # a dip in live claims is believed (or not) at the next look
+            dirty |= self.coalescer.unconfirmed()
             wait = debounce if dirty else min(POLL_SECONDS, next_sweep - now)
             for note in conn.notifies(timeout=max(0.01, wait), stop_after=1):
                 if note.payload.isdigit():

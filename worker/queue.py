@@ -221,6 +221,20 @@ def vectorizers_with_changes(conn: psycopg.Connection[Any]) -> set[int]:
     return {r[0] for r in conn.execute("SELECT autoembed.vectorizers_with_changes()")}
 
 
+def worker_sessions(conn: psycopg.Connection[Any], application: str) -> set[int]:
+    """Backend pids of this database's sessions whose application_name starts
+    with ``application`` (pid and application_name are visible to every role)."""
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT pid FROM pg_catalog.pg_stat_activity "
+            "WHERE datname = pg_catalog.current_database() "
+            "AND pg_catalog.starts_with(application_name, %s)",
+            (application,),
+        )
+    }
+
+
 def compact_stats(conn: psycopg.Connection[Any], name: str) -> int:
     row = conn.execute("SELECT autoembed.compact_stats(%s)", (name,)).fetchone()
     return int(row[0]) if row else 0

@@ -116,3 +116,22 @@ def test_a_drain_between_two_batches_is_not_topped_up() -> None:
     assert c.decide([work(claimable=1000, live=1, started=1)], 1.5) == {}
     assert c.decide([work(claimable=1000, live=0, started=4)], 2.0) == {}  # all 4 ran and ended
     assert c.decide([work(claimable=1000, live=0, started=4)], 2.5) == {1: 4}
+
+
+def test_a_dip_not_yet_believed_is_listed_for_a_second_look() -> None:
+    """A worker killed mid-batch: its claim is dead, so live claims dip. The
+    dispatcher looks again at once (unconfirmed) instead of at the next sweep."""
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60)
+    assert c.decide([work(claimable=1000, live=2, started=2)], 0.0) == {1: 2}
+    assert c.decide([work(claimable=1000, live=1, started=4)], 1.0) == {}
+    assert c.unconfirmed() == {1}
+    assert c.decide([work(claimable=1000, live=1, started=4)], 1.25) == {1: 3}
+    assert c.unconfirmed() == set()
+
+
+def test_a_dip_with_no_work_left_needs_no_second_look() -> None:
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60)
+    assert c.decide([work(claimable=1000, live=2, started=2)], 0.0) == {1: 2}
+    assert c.decide([work(claimable=1000, live=1, started=4)], 1.0) == {}
+    assert c.decide([work(claimable=0, live=1, started=4)], 1.25) == {}
+    assert c.unconfirmed() == set()
