@@ -36,6 +36,11 @@ log = logging.getLogger("autoembed.dispatcher")
 LEADER_LOCK_KEY = 0x6165_6469_7370_0001  # "aedisp" + 1
 CHANNEL = "autoembed"
 POLL_SECONDS = 0.5
+# How long the broker must hold fewer messages than the signals presumed
+# waiting in it before they count as lost (more than a drain task's retry
+# countdown, tasks.DB_RETRY_SECONDS, during which its message is out of the
+# queue but its drain has not started).
+LOST_AFTER_SECONDS = 3.0
 
 
 @dataclass
@@ -60,7 +65,11 @@ class Coalescer:
     fewer live claims than last time only when the next look finds it too).
     Signals that wait
     ``redeliver_after`` seconds with no drain starting meanwhile are presumed
-    lost (broker flushed, message dropped) and are sent again.
+    lost (broker flushed, message dropped) and are sent again. Sooner when the
+    broker can be asked how many messages it holds: if it has held fewer than
+    the signals presumed waiting for ``lost_after`` seconds (a delivered
+    message starts its drain at once), the difference was lost and is sent
+    again; while it holds them, nothing is sent twice.
     """
 
     def __init__(
@@ -69,12 +78,15 @@ class Coalescer:
         batch_size: int,
         debounce: float = 0.25,
         redeliver_after: float = 60.0,
+        lost_after: float = LOST_AFTER_SECONDS,
     ) -> None:
         self.parallelism = max(1, parallelism)
         self.batch_size = max(1, batch_size)
         self.debounce = debounce
         self.redeliver_after = redeliver_after
+        self.lost_after = lost_after
         self._signals: dict[int, _Signals] = {}
+        self._missing_since: float | None = None  # the broker held fewer than waiting
 
     def waiting(self, vectorizer_id: int) -> int:
         s = self._signals.get(vectorizer_id)
@@ -99,10 +111,49 @@ class Coalescer:
             s.clock = now
         return s
 
-    def decide(self, work: list[queue.Work], now: float) -> dict[int, int]:
+    def total_waiting(self) -> int:
+        return sum(self.waiting(vid) for vid in self._signals)
+
+    @property
+    def suspects_loss(self) -> bool:
+        """The broker holds fewer messages than signals presumed waiting: the
+        next look (``lost_after`` later) decides whether they were lost."""
+        return self._missing_since is not None
+
+    def _reconcile(self, in_broker: int, now: float) -> None:
+        missing = self.total_waiting() - in_broker
+        if missing <= 0:
+            self._missing_since = None
+            return
+        if self._missing_since is None:
+            self._missing_since = now
+            return
+        if now - self._missing_since < self.lost_after:
+            return
+        # lost with the broker's contents: forget them, longest waiting first
+        for s in sorted(self._signals.values(), key=lambda s: s.clock):
+            forget = min(missing, s.sent - (s.started - s.base))
+            if forget > 0:
+                s.sent -= forget
+                s.clock = now
+                missing -= forget
+        self._missing_since = None
+
+    def unsent(self, vectorizer_id: int, n: int) -> None:
+        """``n`` of the signals just decided for the vectorizer could not be sent."""
+        s = self._signals[vectorizer_id]
+        s.sent -= n
+
+    def decide(
+        self, work: list[queue.Work], now: float, in_broker: int | None = None
+    ) -> dict[int, int]:
+        """The signals to send now. ``in_broker``: how many messages the
+        broker's queue holds (None: not known), for a look at every vectorizer."""
+        observed = [(w, self._observe(w, now)) for w in work]
+        if in_broker is not None:
+            self._reconcile(in_broker, now)
         out: dict[int, int] = {}
-        for w in work:
-            s = self._observe(w, now)
+        for w, s in observed:
             # A shortfall made by fewer live claims than at the last look is
             # topped up only if the next look finds it too: a drain between
             # two batches holds no claim for a moment.
@@ -132,12 +183,17 @@ class Dispatcher:
     def __init__(
         self,
         url: str,
-        send: Callable[[int], None],
+        send: Callable[[int], bool | None],
         settings: Settings,
         coalescer: Coalescer | None = None,
+        queued: Callable[[], int | None] | None = None,
     ) -> None:
+        """``send(vectorizer_id)`` signals a drain (False: the broker is
+        unavailable); ``queued()`` says how many messages the broker holds
+        (None: it cannot tell)."""
         self.url = url
         self.send = send
+        self.queued = queued
         self.settings = settings
         self.coalescer = coalescer or Coalescer(
             settings.parallelism,
@@ -200,6 +256,8 @@ class Dispatcher:
                 self.dispatch(conn, None)
                 dirty.clear()
                 next_sweep = now + self.settings.sweep_seconds
+                if self.coalescer.suspects_loss:  # signals gone with the broker?
+                    next_sweep = now + min(self.coalescer.lost_after, self.settings.sweep_seconds)
                 last_dispatch = now
             elif dirty and now - last_dispatch >= debounce:
                 self.dispatch(conn, dirty)
@@ -219,10 +277,17 @@ class Dispatcher:
     def dispatch(self, conn: psycopg.Connection[Any], only: set[int] | None) -> int:
         """Send the signals the coalescer asks for; returns how many."""
         work = queue.work_summary(conn, only)
+        in_broker = None
+        if only is None and self.queued is not None and self.coalescer.total_waiting() > 0:
+            in_broker = self.queued()
         sent = 0
-        for vid, n in self.coalescer.decide(work, time.monotonic()).items():
-            for _ in range(n):
-                self.send(vid)
-            sent += n
+        for vid, n in self.coalescer.decide(work, time.monotonic(), in_broker).items():
+            for i in range(n):
+                if self.send(vid) is False:
+                    # the broker is away: the next sweep signals again
+                    self.coalescer.unsent(vid, n - i)
+                    self.signals_sent += sent
+                    return sent
+                sent += 1
         self.signals_sent += sent
         return sent

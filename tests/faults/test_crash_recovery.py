@@ -7,7 +7,9 @@ seconds, not after the lease.
 
 10. kill -9 a worker mid-batch: every row is embedded <= 10 s after the
     kill, whether the other worker was busy (its drain picks them up) or idle
-    (the dispatcher signals it; it may have to take over as dispatcher).
+    (the dispatcher signals it: a dispatcher of its own, which sees the dead
+    worker's session go, or the other worker's, which may first have to take
+    over from the killed one).
 11. ``autoembed worker --once`` started right after such a crash finishes the
     dead worker's rows: nothing is left pending or in flight.
 12. A live but slow worker (SIGSTOPped mid-batch, well inside its lease) keeps
@@ -21,12 +23,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from autoembed.embedded import EmbeddedRedis
 from autoembed.settings import Settings
 from tests.e2e.conftest import StartWorker, Worker
 from tests.faults import helpers
@@ -72,12 +77,58 @@ def claim_tokens(conn: Conn) -> set[Any]:
     }
 
 
-@pytest.mark.parametrize(("rows", "survivor"), [(8, "idle"), (32, "busy")])
+@contextmanager
+def dispatcher_process(db_url: str, broker_url: str, log_path: Path) -> Iterator[None]:
+    """``autoembed dispatcher`` in its own process (workers run without one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOEMBED_")}
+    env.update(AUTOEMBED_SWEEP_SECONDS=ENV["AUTOEMBED_SWEEP_SECONDS"], PYTHONUNBUFFERED="1")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [cli(), "dispatcher", "--db", db_url, "--broker", broker_url],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            "active dispatcher",
+            lambda: "dispatcher active" in log_path.read_text(errors="replace"),
+            60,
+            lambda: log_path.read_text(errors="replace"),
+        )
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("rows", "survivor", "dispatcher"),
+    [(8, "idle", "in the workers"), (8, "idle", "its own process"), (32, "busy", "in the workers")],
+)
 def test_kill_9_mid_batch_rows_embedded_within_seconds_with_the_default_lease(
-    conn: Conn, db_url: str, start_worker: StartWorker, rows: int, survivor: str
+    conn: Conn,
+    db_url: str,
+    start_worker: StartWorker,
+    redis_server: EmbeddedRedis,
+    tmp_path: Path,
+    rows: int,
+    survivor: str,
+    dispatcher: str,
 ) -> None:
     assert Settings().lease_seconds == 300
-    with roles(conn, "crash_a", "crash_b") as names:
+    own = dispatcher == "its own process"
+    with (
+        roles(conn, "crash_a", "crash_b") as names,
+        dispatcher_process(db_url, redis_server.url, tmp_path / "dispatcher.log")
+        if own
+        else nullcontext(),
+    ):
         workers: dict[str, Worker] = {}
 
         def describe() -> str:
@@ -85,14 +136,16 @@ def test_kill_9_mid_batch_rows_embedded_within_seconds_with_the_default_lease(
 
         for role in names:
             conn.execute("SELECT autoembed.grant_worker(%s)", (role,))
-            workers[role] = start_worker(url_as(db_url, role), **ENV)
+            env = {**ENV, "AUTOEMBED_DISPATCHER": "0"} if own else ENV
+            workers[role] = start_worker(url_as(db_url, role), **env)
         make_docs(conn, rows)
         # one batch held by one worker (idle survivor), or one by each (busy)
         wanted = 1 if survivor == "idle" else 2
         wait_for("claims", lambda: len(helpers.claim_holders(conn, "docs")) == wanted, 30, describe)
         victim_role = sorted(helpers.claim_holders(conn, "docs"))[0]
         victim = workers[victim_role]
-        leader = victim_role == names[0]  # the first worker started runs the dispatcher
+        # the first worker started runs the dispatcher, unless it has its own
+        leader = not own and victim_role == names[0]
         # Frozen first, so it cannot finish its batch between the look and the kill.
         helpers.signal_group(victim.proc.pid, signal.SIGSTOP)
         held = helpers.claim_holders(conn, "docs").get(victim_role, 0)
@@ -113,7 +166,7 @@ def test_kill_9_mid_batch_rows_embedded_within_seconds_with_the_default_lease(
     result = compare_with_fresh(db_url, "docs", "docs", ["title", "body"])
     helpers.record(
         Figures(
-            f"10 kill -9, default lease ({survivor} survivor)",
+            f"10 kill -9, default lease ({survivor} survivor, dispatcher {dispatcher})",
             rows,
             1,
             "kill -9 of a worker mid-batch" + (" (the dispatcher's)" if leader else ""),
@@ -128,13 +181,16 @@ def test_kill_9_mid_batch_rows_embedded_within_seconds_with_the_default_lease(
     assert result.ok, result
 
 
+def cli() -> str:
+    return str(Path(sys.executable).with_name("autoembed"))
+
+
 def run_once(db_url: str) -> subprocess.CompletedProcess[str]:
     """``autoembed worker --once`` as a user runs it: its own process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOEMBED_")}
     env["AUTOEMBED_DATABASE_URL"] = db_url
-    cli = str(Path(sys.executable).with_name("autoembed"))
     return subprocess.run(
-        [cli, "worker", "--once"], env=env, capture_output=True, text=True, timeout=120
+        [cli(), "worker", "--once"], env=env, capture_output=True, text=True, timeout=120
     )
 
 
