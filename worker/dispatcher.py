@@ -281,13 +281,16 @@ class Dispatcher:
         if only is None and self.queued is not None and self.coalescer.total_waiting() > 0:
             in_broker = self.queued()
         sent = 0
+        broker_away = False
         for vid, n in self.coalescer.decide(work, time.monotonic(), in_broker).items():
-            for i in range(n):
+            done = 0
+            while not broker_away and done < n:
                 if self.send(vid) is False:
-                    # the broker is away: the next sweep signals again
-                    self.coalescer.unsent(vid, n - i)
-                    self.signals_sent += sent
-                    return sent
-                sent += 1
+                    broker_away = True  # not waiting in it: a later sweep signals again
+                else:
+                    done += 1
+            if done < n:
+                self.coalescer.unsent(vid, n - done)
+            sent += done
         self.signals_sent += sent
         return sent
