@@ -105,7 +105,7 @@ class Pipeline:
         """Claim one batch (of ``batch_size`` rows, default the pipeline's)
         and see it through; an empty result means no work. The claim lives
         as long as this connection's session, and ends with the batch."""
-        token = uuid.uuid4()
+        token = queue.new_token()
         try:
             claimed = queue.claim(
                 self.conn, self.version.id, batch_size or self.batch_size, self.lease_seconds, token

@@ -102,6 +102,14 @@ def register_version(conn: psycopg.Connection[Any], v: ModelVersion) -> int:
     return int(row[0])
 
 
+def new_token() -> uuid.UUID:
+    """A claim token tying its claim to the claiming session: a random UUID
+    of version 8 (see "Claims and the sessions that hold them" in
+    050_queue.sql). End each such claim with ``end_claim``."""
+    random = uuid.uuid4().int & ~(0xF << 76)
+    return uuid.UUID(int=random | (0x8 << 76))
+
+
 def claim(
     conn: psycopg.Connection[Any],
     version_id: int,

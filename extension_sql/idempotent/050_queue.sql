@@ -8,8 +8,9 @@
 --                    claimed ──► pending, attempts 0     (changed meanwhile)
 --   fail_items       claimed ──► pending after a backoff, or failed at max_attempts
 --   lease expiry     claimed ──► claimable again; failed at max_attempts
---   claimant gone    claimed ──► the same, at once (see "Claims and the
---                                sessions that hold them" below)
+--   claimant gone    claimed ──► the same, at once, for a claim tied to its
+--                                session (see "Claims and the sessions that
+--                                hold them" below)
 --   new change       any     ──► pending, attempts 0 (a claim in progress stays
 --                                claimed and is requeued by its completion)
 --   retry_failed     failed  ──► pending
@@ -72,19 +73,29 @@ BEGIN
 END
 $$;
 
--- Claims and the sessions that hold them. A claim is tied to its claimant's
--- database session: claim_batch takes a session-level advisory lock on a
--- key drawn from the claim token, in the claim's own transaction, so the lock
--- is held before anyone can see the claim; end_claim (or release_claim)
--- lets it go, and when the session ends (the worker was killed, or its
--- connection dropped) PostgreSQL releases it. A claim whose lock no session
--- holds is dead: its rows are claimable at once, like an expired lease's
--- (and count the attempt the same way). The lease stays the bound for a
--- live claimant that hangs. Any role may test an advisory lock, so a worker
--- role needs no privilege for it. What can go wrong only delays or repeats
--- work: a key another session happens to hold (1 in 2^64) makes a dead
--- claim wait out its lease, or a live one look dead, and then its rows are
--- embedded twice, the first completion fenced out by the claim token.
+-- Claims and the sessions that hold them. A claim whose token is a UUID of
+-- version 8 (worker/queue.py, new_token) is tied to its claimant's database
+-- session: claim_batch takes a session-level advisory lock on a key drawn
+-- from the token, in the claim's own transaction, so the lock is held before
+-- anyone can see the claim; end_claim (or release_claim) lets it go, and
+-- when the session ends (the worker was killed, or its connection dropped)
+-- PostgreSQL releases it. A tied claim whose lock no session holds is dead:
+-- its rows are claimable at once, like an expired lease's (and count the
+-- attempt the same way). The lease stays the bound for a live claimant that
+-- hangs, and the only one for other tokens (a worker of an earlier release,
+-- which would never end its claims' locks). Any role may test an advisory
+-- lock, so a worker role needs no privilege for it. What can go wrong only
+-- delays or repeats work: a key another session happens to hold (1 in 2^60)
+-- makes a dead claim wait out its lease, or a live one look dead, and then
+-- its rows are embedded twice, the first completion fenced out by the token.
+CREATE OR REPLACE FUNCTION autoembed._claim_tied(claim_token uuid)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT substr($1::text, 15, 1) = '8'
+$$;
+
 CREATE OR REPLACE FUNCTION autoembed._claim_key(claim_token uuid)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -120,13 +131,14 @@ AS $$
 $$;
 
 -- Whether a claimed queue row is held by a claim still in force: its lease
--- runs and its claimant's session lives.
+-- runs and, for a tied claim, its claimant's session lives.
 CREATE OR REPLACE FUNCTION autoembed._claim_held(claim_token uuid, lease_until timestamptz)
 RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN $1 IS NULL OR $2 IS NULL OR $2 < now() THEN false
+                WHEN NOT autoembed._claim_tied($1) THEN true
                 ELSE autoembed._claim_alive($1) END
 $$;
 
@@ -141,7 +153,7 @@ DECLARE
     ended boolean := false;
 BEGIN
     -- a token claimed twice in one session holds its lock twice
-    WHILE autoembed._claim_mine(claim_token) LOOP
+    WHILE autoembed._claim_tied(claim_token) AND autoembed._claim_mine(claim_token) LOOP
         PERFORM pg_advisory_unlock(autoembed._claim_key(claim_token));
         ended := true;
     END LOOP;
@@ -253,9 +265,11 @@ BEGIN
         UPDATE autoembed.vectorizer_version AS x SET last_claim_at = now(), last_error = NULL, last_error_at = NULL
         WHERE x.id = (SELECT y.id FROM autoembed.vectorizer_version AS y WHERE y.id = ver.id
                       FOR NO KEY UPDATE SKIP LOCKED);
-        -- Last, so no error after it leaves the lock behind: the claim is
-        -- this session's from before anyone can see it (see _claim_key).
-        PERFORM pg_try_advisory_lock(autoembed._claim_key(claim_token));
+        -- Last, so no error after it leaves the lock behind: a tied claim is
+        -- this session's from before anyone can see it (see _claim_tied).
+        IF autoembed._claim_tied(claim_token) THEN
+            PERFORM pg_try_advisory_lock(autoembed._claim_key(claim_token));
+        END IF;
     END IF;
 END
 $$;

@@ -442,7 +442,7 @@ def test_a_claim_whose_session_ended_is_claimable_at_once_and_counts_an_attempt(
     not wait out the lease, and its late completion could not write."""
     vid = make_docs(conn, {1: "apples", 2: "pears", 3: "plums"})
     dead, b = worker(), worker()
-    token = uuid.uuid4()
+    token = queue.new_token()
     assert ids(queue.claim(dead, vid, 2, LEASE, token)) == [1, 2]
     assert status(conn, "docs")["in_flight"] == 2
     conn.execute("SELECT pg_terminate_backend(%s)", (dead.info.backend_pid,))
@@ -450,7 +450,7 @@ def test_a_claim_whose_session_ended_is_claimable_at_once_and_counts_an_attempt(
 
     assert status(conn, "docs")["in_flight"] == 0
     assert status(conn, "docs")["pending"] == 3
-    again = uuid.uuid4()
+    again = queue.new_token()
     claimed = queue.claim(b, vid, 10, LEASE, again)
     assert ids(claimed) == [1, 2, 3]
     row = queue_row(conn, 1)
@@ -465,12 +465,12 @@ def test_a_live_claimants_rows_are_not_taken_whatever_its_pace(
 ) -> None:
     vid = make_docs(conn, {1: "apples", 2: "pears"})
     slow, b = worker(), worker()
-    token = uuid.uuid4()
+    token = queue.new_token()
     claimed = queue.claim(slow, vid, 1, LEASE, token)
     time.sleep(0.5)  # a slow batch, well inside its lease
 
-    assert ids(queue.claim(b, vid, 10, LEASE, uuid.uuid4())) == [2]
-    assert queue.claim(b, vid, 10, LEASE, uuid.uuid4()) == []
+    assert ids(queue.claim(b, vid, 10, LEASE, queue.new_token())) == [2]
+    assert queue.claim(b, vid, 10, LEASE, queue.new_token()) == []
     assert status(conn, "docs")["in_flight"] == 2
     done = finish(slow, vid, token, claimed, hash_version(conn))
     assert (done.written, done.rejected) == (1, 0)
@@ -481,16 +481,16 @@ def test_end_claim_lets_the_rows_a_claim_still_holds_go(
 ) -> None:
     vid = make_docs(conn, {1: "apples", 2: "pears"})
     a, b = worker(), worker()
-    token = uuid.uuid4()
+    token = queue.new_token()
     claimed = queue.claim(a, vid, 10, LEASE, token)
     finish(a, vid, token, claimed[:1], hash_version(conn))  # one row written, one still held
-    assert queue.claim(b, vid, 10, LEASE, uuid.uuid4()) == []
+    assert queue.claim(b, vid, 10, LEASE, queue.new_token()) == []
 
     assert queue.end_claim(b, token) is False  # not b's claim: nothing happens
-    assert queue.claim(b, vid, 10, LEASE, uuid.uuid4()) == []
+    assert queue.claim(b, vid, 10, LEASE, queue.new_token()) == []
     assert queue.end_claim(a, token) is True
     assert queue.end_claim(a, token) is False
-    assert ids(queue.claim(b, vid, 10, LEASE, uuid.uuid4())) == ids(claimed[1:])
+    assert ids(queue.claim(b, vid, 10, LEASE, queue.new_token())) == ids(claimed[1:])
 
 
 def test_a_claimant_whose_session_keeps_dying_fails_the_row_after_max_attempts(
@@ -500,11 +500,11 @@ def test_a_claimant_whose_session_keeps_dying_fails_the_row_after_max_attempts(
     for _ in range(2):
         w = worker()
         pid = w.info.backend_pid
-        assert ids(queue.claim(w, vid, 10, LEASE, uuid.uuid4())) == [1]
+        assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [1]
         w.close()
         wait_gone(conn, pid)
 
-    assert queue.claim(worker(), vid, 10, LEASE, uuid.uuid4()) == []
+    assert queue.claim(worker(), vid, 10, LEASE, queue.new_token()) == []
     row = queue_row(conn, 1)
     assert row is not None
     assert row["failed_at"] is not None
@@ -521,16 +521,38 @@ def test_a_worker_role_tells_a_live_claim_of_another_role_from_a_dead_one(
         conn.execute("SELECT autoembed.grant_worker(%s)", (role,))
         other = worker()  # the tests' superuser
         pid = other.info.backend_pid
-        assert ids(queue.claim(other, vid, 1, LEASE, uuid.uuid4())) == [1]
+        assert ids(queue.claim(other, vid, 1, LEASE, queue.new_token())) == [1]
         with connect_as(db_url, role) as w:
             queue.prepare(w)
-            assert ids(queue.claim(w, vid, 10, LEASE, uuid.uuid4())) == [2]
+            assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [2]
             assert w.execute(
                 "SELECT in_flight FROM autoembed.vectorizer_status WHERE name = 'docs'"
             ).fetchone() == (2,)
             other.close()
             wait_gone(conn, pid)
-            assert ids(queue.claim(w, vid, 10, LEASE, uuid.uuid4())) == [1]
+            assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [1]
+
+
+def test_a_claim_not_tied_to_its_session_is_held_for_its_lease(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    """A worker of an earlier release claims with a version 4 token and never
+    ends its claims: its session's end does not free its rows (nor does a
+    claim of it hold a lock), only its lease does."""
+    vid = make_docs(conn, {1: "apples"})
+    old, b = worker(), worker()
+    pid = old.info.backend_pid
+    token = uuid.uuid4()
+    assert ids(queue.claim(old, vid, 10, SHORT_LEASE * 5, token)) == [1]
+    assert old.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    ).fetchone() == (0,)
+    old.close()
+    wait_gone(conn, pid)
+    assert queue.claim(b, vid, 10, LEASE, queue.new_token()) == []
+    assert status(conn, "docs")["in_flight"] == 1
+    time.sleep(SHORT_LEASE * 5 + 0.05)
+    assert ids(queue.claim(b, vid, 10, LEASE, queue.new_token())) == [1]
 
 
 def wait_gone(conn: Conn, pid: int) -> None:
