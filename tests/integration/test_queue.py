@@ -524,13 +524,16 @@ def test_a_worker_role_tells_a_live_claim_of_another_role_from_a_dead_one(
         assert ids(queue.claim(other, vid, 1, LEASE, queue.new_token())) == [1]
         with connect_as(db_url, role) as w:
             queue.prepare(w)
-            assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [2]
+            mine = queue.new_token()
+            assert ids(queue.claim(w, vid, 10, LEASE, mine)) == [2]
             assert w.execute(
                 "SELECT in_flight FROM autoembed.vectorizer_status WHERE name = 'docs'"
             ).fetchone() == (2,)
             other.close()
             wait_gone(conn, pid)
             assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [1]
+            assert queue.end_claim(w, mine) is True  # its own claim's lock, let go
+            assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [2]
 
 
 def test_a_claim_not_tied_to_its_session_is_held_for_its_lease(
@@ -553,6 +556,33 @@ def test_a_claim_not_tied_to_its_session_is_held_for_its_lease(
     assert status(conn, "docs")["in_flight"] == 1
     time.sleep(SHORT_LEASE * 5 + 0.05)
     assert ids(queue.claim(b, vid, 10, LEASE, queue.new_token())) == [1]
+
+
+def test_a_worker_ends_each_claim_with_its_batch(
+    conn: Conn, db_url: str, worker: Callable[[], Conn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline's claims are tied to its session (one lock while a batch
+    runs) and each is ended after its batch: no lock is left behind."""
+    make_docs(conn, {1: "apples", 2: "pears", 3: "plums"})
+    w = worker()
+    config = queue.vectorizer(w, vectorizer(conn, "docs").id)
+    assert config is not None
+    pipe = pipeline_for(w, config, queue.versions(w, config.id)[0], Settings(database_url=db_url))
+    own_locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
+    tokens: list[uuid.UUID] = []
+    real_claim = queue.claim
+
+    def claim(*args: Any) -> list[queue.Claimed]:
+        tokens.append(args[-1])
+        claimed = real_claim(*args)
+        assert conn.execute(own_locks, (w.info.backend_pid,)).fetchone() == (1,)
+        return claimed
+
+    monkeypatch.setattr(queue, "claim", claim)
+    assert pipe.run_batch(2).written == 2
+    assert pipe.run_batch(2).written == 1
+    assert [t.version for t in tokens] == [8, 8]
+    assert conn.execute(own_locks, (w.info.backend_pid,)).fetchone() == (0,)
 
 
 def wait_gone(conn: Conn, pid: int) -> None:
