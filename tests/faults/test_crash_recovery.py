@@ -109,7 +109,11 @@ def dispatcher_process(db_url: str, broker_url: str, log_path: Path) -> Iterator
 
 @pytest.mark.parametrize(
     ("rows", "survivor", "dispatcher"),
-    [(8, "idle", "in the workers"), (8, "idle", "its own process"), (32, "busy", "in the workers")],
+    [
+        pytest.param(8, "idle", "in the workers", marks=pytest.mark.faults_full),
+        (8, "idle", "its own process"),
+        (32, "busy", "in the workers"),
+    ],
 )
 def test_kill_9_mid_batch_rows_embedded_within_seconds_with_the_default_lease(
     conn: Conn,
