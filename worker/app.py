@@ -52,9 +52,11 @@ class DispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, worker: Any) -> None:
         from autoembed.worker.dispatcher import Dispatcher
-        from autoembed.worker.tasks import signal
+        from autoembed.worker.tasks import queued_signals, signal
 
-        dispatcher = Dispatcher(settings.require_database_url(), signal, settings)
+        dispatcher = Dispatcher(
+            settings.require_database_url(), signal, settings, queued=queued_signals
+        )
         self._thread = threading.Thread(
             target=dispatcher.run, args=(self._stop,), name="autoembed-dispatcher", daemon=True
         )

@@ -12,6 +12,10 @@ from autoembed.worker import queue
 
 _local = threading.local()
 
+# The application_name of every session that claims work (``--once`` adds
+# to it): the dispatcher watches for one ending (queue.worker_sessions).
+WORKER_APPLICATION = "autoembed worker"
+
 
 def worker_connection(url: str, statement_timeout: float = 0.0) -> psycopg.Connection[Any]:
     conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
@@ -25,7 +29,7 @@ def worker_connection(url: str, statement_timeout: float = 0.0) -> psycopg.Conne
             pass
     if conn is not None:
         conn.close()
-    conn = connect(url, application_name="autoembed worker")
+    conn = connect(url, application_name=WORKER_APPLICATION)
     secure_session(conn, statement_timeout)
     queue.prepare(conn)
     _local.conn = conn

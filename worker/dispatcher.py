@@ -8,8 +8,10 @@ vectorizer with claimable work sends enough drain tasks to keep up to
 ``parallelism`` claims running — coalesced, so a burst of 10,000 inserts
 becomes a handful of messages. Every ``sweep_seconds`` it checks every
 vectorizer the same way, so work whose message was lost (broker flushed,
-worker killed) is signalled again. Only one dispatcher per database is
-active, chosen by a session advisory lock; the others wait as standbys.
+worker killed) is signalled again; and at once when a worker's database
+session ends, since its claims are then claimable. Only one dispatcher per
+database is active, chosen by a session advisory lock; the others wait as
+standbys.
 """
 
 from __future__ import annotations
@@ -27,13 +29,18 @@ import psycopg
 from autoembed.db import connect
 from autoembed.settings import Settings
 from autoembed.worker import queue
-from autoembed.worker.connection import secure_session
+from autoembed.worker.connection import WORKER_APPLICATION, secure_session
 
 log = logging.getLogger("autoembed.dispatcher")
 
 LEADER_LOCK_KEY = 0x6165_6469_7370_0001  # "aedisp" + 1
 CHANNEL = "autoembed"
 POLL_SECONDS = 0.5
+# How long the broker must hold fewer messages than the signals presumed
+# waiting in it before they count as lost (more than a drain task's retry
+# countdown, tasks.DB_RETRY_SECONDS, during which its message is out of the
+# queue but its drain has not started).
+LOST_AFTER_SECONDS = 3.0
 
 
 @dataclass
@@ -58,7 +65,11 @@ class Coalescer:
     fewer live claims than last time only when the next look finds it too).
     Signals that wait
     ``redeliver_after`` seconds with no drain starting meanwhile are presumed
-    lost (broker flushed, message dropped) and are sent again.
+    lost (broker flushed, message dropped) and are sent again. Sooner when the
+    broker can be asked how many messages it holds: if it has held fewer than
+    the signals presumed waiting for ``lost_after`` seconds (a delivered
+    message starts its drain at once), the difference was lost and is sent
+    again; while it holds them, nothing is sent twice.
     """
 
     def __init__(
@@ -67,12 +78,15 @@ class Coalescer:
         batch_size: int,
         debounce: float = 0.25,
         redeliver_after: float = 60.0,
+        lost_after: float = LOST_AFTER_SECONDS,
     ) -> None:
         self.parallelism = max(1, parallelism)
         self.batch_size = max(1, batch_size)
         self.debounce = debounce
         self.redeliver_after = redeliver_after
+        self.lost_after = lost_after
         self._signals: dict[int, _Signals] = {}
+        self._missing_since: float | None = None  # the broker held fewer than waiting
 
     def waiting(self, vectorizer_id: int) -> int:
         s = self._signals.get(vectorizer_id)
@@ -97,16 +111,58 @@ class Coalescer:
             s.clock = now
         return s
 
-    def decide(self, work: list[queue.Work], now: float) -> dict[int, int]:
+    def total_waiting(self) -> int:
+        return sum(self.waiting(vid) for vid in self._signals)
+
+    @property
+    def suspects_loss(self) -> bool:
+        """The broker holds fewer messages than signals presumed waiting: the
+        next look (``lost_after`` later) decides whether they were lost."""
+        return self._missing_since is not None
+
+    def _reconcile(self, in_broker: int, now: float) -> None:
+        missing = self.total_waiting() - in_broker
+        if missing <= 0:
+            self._missing_since = None
+            return
+        if self._missing_since is None:
+            self._missing_since = now
+            return
+        if now - self._missing_since < self.lost_after:
+            return
+        # lost with the broker's contents: forget them, longest waiting first
+        for s in sorted(self._signals.values(), key=lambda s: s.clock):
+            forget = min(missing, s.sent - (s.started - s.base))
+            if forget > 0:
+                s.sent -= forget
+                s.clock = now
+                missing -= forget
+        self._missing_since = None
+
+    def unsent(self, vectorizer_id: int, n: int) -> None:
+        """``n`` of the signals just decided for the vectorizer could not be sent."""
+        s = self._signals[vectorizer_id]
+        s.sent -= n
+
+    def decide(
+        self, work: list[queue.Work], now: float, in_broker: int | None = None
+    ) -> dict[int, int]:
+        """The signals to send now. ``in_broker``: how many messages the
+        broker's queue holds (None: not known), for a look at every vectorizer."""
+        observed = [(w, self._observe(w, now)) for w in work]
+        if in_broker is not None:
+            self._reconcile(in_broker, now)
         out: dict[int, int] = {}
-        for w in work:
-            s = self._observe(w, now)
+        for w, s in observed:
             # A shortfall made by fewer live claims than at the last look is
             # topped up only if the next look finds it too: a drain between
             # two batches holds no claim for a moment.
             dipped = s.live is not None and w.live_claims < s.live
             s.live = w.live_claims
-            if w.claimable <= 0 or now - s.last_sent_at < self.debounce:
+            if w.claimable <= 0:
+                s.short = False
+                continue
+            if now - s.last_sent_at < self.debounce:
                 continue
             wanted = min(self.parallelism, math.ceil(w.claimable / self.batch_size))
             n = wanted - w.live_claims - self.waiting(w.vectorizer_id)
@@ -117,17 +173,27 @@ class Coalescer:
             s.short = n > 0 and w.vectorizer_id not in out
         return out
 
+    def unconfirmed(self) -> set[int]:
+        """Vectorizers whose last look found a shortfall not yet believed
+        (a dip in live claims): the dispatcher looks again soon."""
+        return {vid for vid, s in self._signals.items() if s.short}
+
 
 class Dispatcher:
     def __init__(
         self,
         url: str,
-        send: Callable[[int], None],
+        send: Callable[[int], bool | None],
         settings: Settings,
         coalescer: Coalescer | None = None,
+        queued: Callable[[], int | None] | None = None,
     ) -> None:
+        """``send(vectorizer_id)`` signals a drain (False: the broker is
+        unavailable); ``queued()`` says how many messages the broker holds
+        (None: it cannot tell)."""
         self.url = url
         self.send = send
+        self.queued = queued
         self.settings = settings
         self.coalescer = coalescer or Coalescer(
             settings.parallelism,
@@ -162,7 +228,9 @@ class Dispatcher:
             if not announced:
                 log.info("another dispatcher is active; standing by")
                 announced = True
-            stop.wait(self.settings.sweep_seconds)
+            # one cheap try per poll: a dispatcher killed with its worker is
+            # replaced within a poll, so its sweeps are not missed for long
+            stop.wait(POLL_SECONDS)
         return False
 
     def _listen(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
@@ -171,21 +239,32 @@ class Dispatcher:
         next_sweep = next_poll = 0.0
         dirty: set[int] = set()
         last_dispatch = 0.0
+        sessions: set[int] | None = None
         while not stop.is_set():
             now = time.monotonic()
+            if now >= next_poll:
+                # Triggers throttle their NOTIFYs: look for unmerged changes too.
+                dirty |= queue.vectorizers_with_changes(conn)
+                # A worker session that ended (killed, say) may leave claims
+                # behind, claimable at once (050_queue.sql): sweep now.
+                current = queue.worker_sessions(conn, WORKER_APPLICATION)
+                if sessions is not None and sessions - current:
+                    next_sweep = now
+                sessions = current
+                next_poll = now + POLL_SECONDS
             if now >= next_sweep:
                 self.dispatch(conn, None)
                 dirty.clear()
                 next_sweep = now + self.settings.sweep_seconds
+                if self.coalescer.suspects_loss:  # signals gone with the broker?
+                    next_sweep = now + min(self.coalescer.lost_after, self.settings.sweep_seconds)
                 last_dispatch = now
             elif dirty and now - last_dispatch >= debounce:
                 self.dispatch(conn, dirty)
                 dirty = set()
                 last_dispatch = now
-            if now >= next_poll:
-                # Triggers throttle their NOTIFYs: look for unmerged changes too.
-                dirty |= queue.vectorizers_with_changes(conn)
-                next_poll = now + POLL_SECONDS
+            # a dip in live claims is believed (or not) at the next look
+            dirty |= self.coalescer.unconfirmed()
             wait = debounce if dirty else min(POLL_SECONDS, next_sweep - now)
             for note in conn.notifies(timeout=max(0.01, wait), stop_after=1):
                 if note.payload.isdigit():
@@ -198,10 +277,20 @@ class Dispatcher:
     def dispatch(self, conn: psycopg.Connection[Any], only: set[int] | None) -> int:
         """Send the signals the coalescer asks for; returns how many."""
         work = queue.work_summary(conn, only)
+        in_broker = None
+        if only is None and self.queued is not None and self.coalescer.total_waiting() > 0:
+            in_broker = self.queued()
         sent = 0
-        for vid, n in self.coalescer.decide(work, time.monotonic()).items():
-            for _ in range(n):
-                self.send(vid)
-            sent += n
+        broker_away = False
+        for vid, n in self.coalescer.decide(work, time.monotonic(), in_broker).items():
+            done = 0
+            while not broker_away and done < n:
+                if self.send(vid) is False:
+                    broker_away = True  # not waiting in it: a later sweep signals again
+                else:
+                    done += 1
+            if done < n:
+                self.coalescer.unsent(vid, n - done)
+            sent += done
         self.signals_sent += sent
         return sent

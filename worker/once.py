@@ -10,7 +10,7 @@ from tqdm import tqdm
 from autoembed.db import connect
 from autoembed.settings import Settings
 from autoembed.worker import queue
-from autoembed.worker.connection import secure_session
+from autoembed.worker.connection import WORKER_APPLICATION, secure_session
 from autoembed.worker.drain import DrainStats, drain_all
 from autoembed.worker.pipeline import BatchResult
 
@@ -19,7 +19,7 @@ def run_once(settings: Settings, show_progress: bool | None = None) -> DrainStat
     url = settings.require_database_url()
     if show_progress is None:
         show_progress = sys.stderr.isatty()
-    with connect(url, application_name="autoembed worker --once") as conn:
+    with connect(url, application_name=f"{WORKER_APPLICATION} --once") as conn:
         secure_session(conn, settings.statement_timeout)
         queue.prepare(conn)
         total = sum(p for p, _failed in queue.pending(conn).values())

@@ -1,8 +1,10 @@
 """One batch through the pipeline: claim → read → chunk → embed → write.
 
 No transaction is held open while embedding: the claim and the write are
-two short transactions, fenced by the claim token and lease (see
-extension_sql/idempotent/050_queue.sql).
+two short transactions on one session, fenced by the claim token and lease;
+the claim lives only as long as that session (see
+extension_sql/idempotent/050_queue.sql), so a killed worker's rows are
+claimable again at once.
 """
 
 from __future__ import annotations
@@ -101,14 +103,29 @@ class Pipeline:
 
     def run_batch(self, batch_size: int | None = None) -> BatchResult:
         """Claim one batch (of ``batch_size`` rows, default the pipeline's)
-        and see it through; an empty result means no work."""
-        token = uuid.uuid4()
-        claimed = queue.claim(
-            self.conn, self.version.id, batch_size or self.batch_size, self.lease_seconds, token
-        )
-        result = BatchResult(claimed=len(claimed))
+        and see it through; an empty result means no work. The claim lives
+        as long as this connection's session, and ends with the batch."""
+        token = queue.new_token()
+        try:
+            claimed = queue.claim(
+                self.conn, self.version.id, batch_size or self.batch_size, self.lease_seconds, token
+            )
+        except BaseException:
+            self._end_claim(token)
+            raise
         if not claimed:
-            return result
+            return BatchResult()
+        try:
+            return self._see_through(token, claimed)
+        finally:
+            self._end_claim(token)
+
+    def _end_claim(self, token: uuid.UUID) -> None:
+        if not self.conn.closed:
+            _quietly(queue.end_claim, self.conn, token)
+
+    def _see_through(self, token: uuid.UUID, claimed: list[queue.Claimed]) -> BatchResult:
+        result = BatchResult(claimed=len(claimed))
         try:
             prepared, failed = self._chunk_all(claimed)
             vectors = self._embed(prepared, token, failed)

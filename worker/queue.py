@@ -102,6 +102,14 @@ def register_version(conn: psycopg.Connection[Any], v: ModelVersion) -> int:
     return int(row[0])
 
 
+def new_token() -> uuid.UUID:
+    """A claim token tying its claim to the claiming session: a random UUID
+    of version 8 (see "Claims and the sessions that hold them" in
+    050_queue.sql). End each such claim with ``end_claim``."""
+    random = uuid.uuid4().int & ~(0xF << 76)
+    return uuid.UUID(int=random | (0x8 << 76))
+
+
 def claim(
     conn: psycopg.Connection[Any],
     version_id: int,
@@ -173,6 +181,13 @@ def extend_lease(
     return int(row[0]) if row else 0
 
 
+def end_claim(conn: psycopg.Connection[Any], token: uuid.UUID) -> bool:
+    """End a claim: this session stops vouching for it, so rows it still
+    holds are claimable at once (the claim's lock, 050_queue.sql)."""
+    row = conn.execute("SELECT autoembed.end_claim(%s)", (token,)).fetchone()
+    return bool(row and row[0])
+
+
 def release(conn: psycopg.Connection[Any], version_id: int, token: uuid.UUID) -> int:
     row = conn.execute("SELECT autoembed.release_claim(%s, %s)", (version_id, token)).fetchone()
     return int(row[0]) if row else 0
@@ -212,6 +227,20 @@ def work_summary(conn: psycopg.Connection[Any], only: set[int] | None = None) ->
 
 def vectorizers_with_changes(conn: psycopg.Connection[Any]) -> set[int]:
     return {r[0] for r in conn.execute("SELECT autoembed.vectorizers_with_changes()")}
+
+
+def worker_sessions(conn: psycopg.Connection[Any], application: str) -> set[int]:
+    """Backend pids of this database's sessions whose application_name starts
+    with ``application`` (pid and application_name are visible to every role)."""
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT pid FROM pg_catalog.pg_stat_activity "
+            "WHERE datname = pg_catalog.current_database() "
+            "AND pg_catalog.starts_with(application_name, %s)",
+            (application,),
+        )
+    }
 
 
 def compact_stats(conn: psycopg.Connection[Any], name: str) -> int:

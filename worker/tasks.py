@@ -78,6 +78,31 @@ def _send(vectorizer_id: int, continuation: bool, countdown: float | None = None
         log.warning("broker unavailable, vectorizer %s continues later: %s", vectorizer_id, e)
 
 
-def signal(vectorizer_id: int) -> None:
-    """Tell some worker that the vectorizer has work."""
-    drain.apply_async(args=(vectorizer_id,))
+def signal(vectorizer_id: int) -> bool:
+    """Tell some worker that the vectorizer has work; False when the broker
+    is unavailable (the dispatcher's next sweep signals again)."""
+    try:
+        drain.apply_async(args=(vectorizer_id,))
+    except kombu.exceptions.OperationalError as e:
+        log.warning("broker unavailable, vectorizer %s signalled later: %s", vectorizer_id, e)
+        return False
+    return True
+
+
+def queued_signals() -> int | None:
+    """How many messages wait in the broker's queue for drain tasks (the
+    dispatcher's signals and continuations); None when the broker cannot be
+    asked."""
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0)
+            try:
+                ok = conn.default_channel.queue_declare(
+                    queue=app.conf.task_default_queue, passive=True
+                )
+            except conn.channel_errors:
+                return 0  # no such queue: Redis drops an empty one
+            return int(ok.message_count)
+    except (kombu.exceptions.OperationalError, OSError) as e:
+        log.debug("cannot count the broker's messages: %s", e)
+        return None

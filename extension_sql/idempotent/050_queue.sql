@@ -8,6 +8,9 @@
 --                    claimed ──► pending, attempts 0     (changed meanwhile)
 --   fail_items       claimed ──► pending after a backoff, or failed at max_attempts
 --   lease expiry     claimed ──► claimable again; failed at max_attempts
+--   claimant gone    claimed ──► the same, at once, for a claim tied to its
+--                                session (see "Claims and the sessions that
+--                                hold them" below)
 --   new change       any     ──► pending, attempts 0 (a claim in progress stays
 --                                claimed and is requeued by its completion)
 --   retry_failed     failed  ──► pending
@@ -70,6 +73,94 @@ BEGIN
 END
 $$;
 
+-- Claims and the sessions that hold them. A claim whose token is a UUID of
+-- version 8 (worker/queue.py, new_token) is tied to its claimant's database
+-- session: claim_batch takes a session-level advisory lock on a key drawn
+-- from the token, in the claim's own transaction, so the lock is held before
+-- anyone can see the claim; end_claim (or release_claim) lets it go, and
+-- when the session ends (the worker was killed, or its connection dropped)
+-- PostgreSQL releases it. A tied claim whose lock no session holds is dead:
+-- its rows are claimable at once, like an expired lease's (and count the
+-- attempt the same way). The lease stays the bound for a live claimant that
+-- hangs, and the only one for other tokens (a worker of an earlier release,
+-- which would never end its claims' locks). Any role may test an advisory
+-- lock, so a worker role needs no privilege for it. What can go wrong only
+-- delays or repeats work: a key another session happens to hold (1 in 2^60)
+-- makes a dead claim wait out its lease, or a live one look dead, and then
+-- its rows are embedded twice, the first completion fenced out by the token.
+CREATE OR REPLACE FUNCTION autoembed._claim_tied(claim_token uuid)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT substr($1::text, 15, 1) = '8'
+$$;
+
+CREATE OR REPLACE FUNCTION autoembed._claim_key(claim_token uuid)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ('x' || translate(left($1::text, 18), '-', ''))::bit(64)::bigint
+$$;
+
+-- Whether this session holds the claim's lock.
+CREATE OR REPLACE FUNCTION autoembed._claim_mine(claim_token uuid)
+RETURNS boolean
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks AS l, (SELECT autoembed._claim_key($1) AS k) AS x
+        WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.mode = 'ExclusiveLock' AND l.granted
+          AND l.pid = pg_backend_pid()
+          AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+          AND l.classid = ((x.k >> 32) & 4294967295)::oid AND l.objid = (x.k & 4294967295)::oid)
+$$;
+
+-- Whether some session (this one included) holds the claim: a shared try of
+-- its lock fails while another session holds it; only when it succeeds is
+-- this session's own lock looked for. Never waits.
+CREATE OR REPLACE FUNCTION autoembed._claim_alive(claim_token uuid)
+RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN NOT pg_try_advisory_xact_lock_shared(autoembed._claim_key($1)) THEN true
+                ELSE autoembed._claim_mine($1) END
+$$;
+
+-- Whether a claimed queue row is held by a claim still in force: its lease
+-- runs and, for a tied claim, its claimant's session lives.
+CREATE OR REPLACE FUNCTION autoembed._claim_held(claim_token uuid, lease_until timestamptz)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN $1 IS NULL OR $2 IS NULL OR $2 < now() THEN false
+                WHEN NOT autoembed._claim_tied($1) THEN true
+                ELSE autoembed._claim_alive($1) END
+$$;
+
+-- End a claim: its lock is let go (rows it still holds become claimable at
+-- once). A worker calls it after each batch, whatever happened to it.
+CREATE OR REPLACE FUNCTION autoembed.end_claim(claim_token uuid)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ended boolean := false;
+BEGIN
+    -- a token claimed twice in one session holds its lock twice
+    WHILE autoembed._claim_tied(claim_token) AND autoembed._claim_mine(claim_token) LOOP
+        PERFORM pg_advisory_unlock(autoembed._claim_key(claim_token));
+        ended := true;
+    END LOOP;
+    RETURN ended;
+END
+$$;
+
 -- A version by id (a worker's handle on it).
 CREATE OR REPLACE FUNCTION autoembed._version_by_id(version_id int)
 RETURNS autoembed.vectorizer_version
@@ -121,12 +212,16 @@ BEGIN
     END IF;
     PERFORM autoembed._merge_inbox(v);
 
-    -- Rows whose lease ran out max_attempts times (a worker crashed or hung
-    -- on them each time) fail instead of being claimed again.
+    -- Rows whose claim ran out or died max_attempts times (a worker crashed
+    -- or hung on them each time) fail instead of being claimed again.
     EXECUTE format(
         'UPDATE autoembed.%I SET failed_at = pg_catalog.now(), claim_token = NULL, lease_until = NULL, '
-        'last_error = pg_catalog.format(''lease expired on attempt %%s of %%s: the worker died or hung'', attempts, $1) '
-        'WHERE failed_at IS NULL AND claim_token IS NOT NULL AND lease_until < pg_catalog.now() AND attempts >= $1',
+        'last_error = pg_catalog.format(CASE WHEN lease_until < pg_catalog.now() '
+        '    THEN ''lease expired on attempt %%s of %%s: the worker died or hung'' '
+        '    ELSE ''claim lost on attempt %%s of %%s: the worker''''s database session ended (it died)'' END, '
+        '    attempts, $1) '
+        'WHERE failed_at IS NULL AND claim_token IS NOT NULL AND attempts >= $1 '
+        'AND NOT autoembed._claim_held(claim_token, lease_until)',
         ver.queue_table) USING v.max_attempts;
 
     RETURN QUERY EXECUTE format($q$
@@ -134,7 +229,7 @@ BEGIN
             SELECT %1$s FROM autoembed.%2$I
             WHERE failed_at IS NULL
               AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now())
-              AND (claim_token IS NULL OR lease_until < pg_catalog.now())
+              AND (claim_token IS NULL OR NOT autoembed._claim_held(claim_token, lease_until))
             LIMIT $1
             FOR UPDATE SKIP LOCKED
         ), claimed AS (
@@ -170,6 +265,11 @@ BEGIN
         UPDATE autoembed.vectorizer_version AS x SET last_claim_at = now(), last_error = NULL, last_error_at = NULL
         WHERE x.id = (SELECT y.id FROM autoembed.vectorizer_version AS y WHERE y.id = ver.id
                       FOR NO KEY UPDATE SKIP LOCKED);
+        -- Last, so no error after it leaves the lock behind: a tied claim is
+        -- this session's from before anyone can see it (see _claim_tied).
+        IF autoembed._claim_tied(claim_token) THEN
+            PERFORM pg_try_advisory_lock(autoembed._claim_key(claim_token));
+        END IF;
     END IF;
 END
 $$;
@@ -215,7 +315,7 @@ $$;
 -- Write the results of a claim. items: the keys processed (a JSON array of
 -- key objects, as claim_batch returned them); chunk_item: for each chunk, the
 -- 0-based position of its row in items. Rows not listed stay claimed until
--- their lease expires. Returns how many rows were written, requeued because
+-- their lease expires or the claim ends (end_claim). Returns how many rows were written, requeued because
 -- they changed (or were busy) meanwhile, and rejected (claim no longer held).
 CREATE OR REPLACE FUNCTION autoembed.complete_batch(
     version_id int, claim_token uuid, model_version_id int, items jsonb,
@@ -385,6 +485,7 @@ BEGIN
         'attempts = greatest(attempts - 1, 0) WHERE claim_token = $1', ver.queue_table)
         USING claim_token;
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM autoembed.end_claim(claim_token);
     RETURN n;
 END
 $$;

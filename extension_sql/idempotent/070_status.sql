@@ -18,9 +18,15 @@ BEGIN
             SELECT %1$s, min(m.queued_at) AS queued_at
             FROM autoembed.%3$I AS m CROSS JOIN LATERAL unnest(%2$s) AS u(%4$s)
             GROUP BY %1$s
+        ), claims AS (
+            -- each claim in force once: its lease runs and its claimant's
+            -- session lives (050_queue.sql)
+            SELECT t.claim_token, autoembed._claim_held(t.claim_token, t.lease_until) AS held
+            FROM (SELECT claim_token, max(lease_until) AS lease_until FROM autoembed.%5$I
+                  WHERE claim_token IS NOT NULL GROUP BY claim_token) AS t
         ), queue AS (
-            SELECT q.*, coalesce(q.claim_token IS NOT NULL AND q.lease_until >= pg_catalog.now(), false) AS live
-            FROM autoembed.%5$I AS q
+            SELECT q.*, coalesce(c.held, false) AS live
+            FROM autoembed.%5$I AS q LEFT JOIN claims AS c USING (claim_token)
         ), waiting AS (
             SELECT %4$s, queued_at,
                    (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now()) AS ready

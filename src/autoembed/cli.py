@@ -145,11 +145,11 @@ def dispatcher(db_url: str | None, broker_url: str | None) -> None:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from autoembed.worker.app import settings
     from autoembed.worker.dispatcher import Dispatcher
-    from autoembed.worker.tasks import signal
+    from autoembed.worker.tasks import queued_signals, signal
 
     stop = threading.Event()
     try:
-        Dispatcher(url, signal, settings).run(stop)
+        Dispatcher(url, signal, settings, queued=queued_signals).run(stop)
     except KeyboardInterrupt:
         stop.set()
 

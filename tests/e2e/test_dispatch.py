@@ -256,3 +256,49 @@ def test_worker_once_cli_drains_everything_and_exits(
     for name, embedded in (("one", 300), ("two", 50)):
         s = status(conn, name)
         assert (s["embedded"], s["pending"], s["in_flight"], s["failed"]) == (embedded, 0, 0, 0)
+
+
+def test_signals_the_broker_refuses_are_not_counted_as_waiting(
+    conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    """The broker is down: the first refusal stops this round, and nothing
+    refused counts as waiting in the broker (which would hold back the next
+    signals until they were presumed lost)."""
+    for table in ("a", "b"):
+        _vectorizer(conn, table)
+        conn.execute(f"INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 100) g")
+    settings = Settings(database_url=db_url, parallelism=2, batch_size=16)
+    refused: list[int] = []
+
+    def refuse(vectorizer_id: int) -> bool:
+        refused.append(vectorizer_id)
+        return False
+
+    dispatcher = Dispatcher(db_url, refuse, settings)
+    with connect(db_url) as c:
+        assert dispatcher.dispatch(c, None) == 0
+        assert len(refused) == 1
+        assert dispatcher.coalescer.total_waiting() == 0
+        sent = Recorder()
+        dispatcher.send = sent
+        time.sleep(0.3)  # the debounce
+        assert dispatcher.dispatch(c, None) == 4  # 2 per vectorizer, none held back
+
+
+def test_the_broker_tells_how_many_signals_it_holds(
+    redis_server: Any, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the dispatcher compares its waiting signals with (a real Redis):
+    an empty queue (Redis drops the key) is 0, then every message counts."""
+    from autoembed.worker.tasks import app, queued_signals
+    from tests.faults.helpers import celery_client, send_drain
+
+    monkeypatch.setitem(app.conf, "broker_url", redis_server.url)
+    broker.flushall()
+    assert queued_signals() == 0
+    send_drain(celery_client(redis_server.url), 7, times=3)
+    assert queued_signals() == 3
+    broker.flushall()
+    assert queued_signals() == 0
+    monkeypatch.setitem(app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing there
+    assert queued_signals() is None

@@ -240,6 +240,26 @@ def wait_quiescent(
     pytest.fail(f"{name!r} not quiescent within {timeout:.0f}s: {last}\n{describe()}")
 
 
+def claim_holders(conn: Conn, name: str) -> dict[str, int]:
+    """Role -> rows of the vectorizer's active queue claimed by a live
+    session of that role (the claim's advisory lock, 050_queue.sql)."""
+    q = tables(conn, name)[2]
+    rows = conn.execute(
+        f"""
+        SELECT a.usename, count(*)
+        FROM autoembed.{q} AS q
+        CROSS JOIN LATERAL (SELECT autoembed._claim_key(q.claim_token) AS k) AS x
+        JOIN pg_locks AS l ON l.locktype = 'advisory' AND l.objsubid = 1
+            AND l.mode = 'ExclusiveLock' AND l.granted
+            AND l.classid = ((x.k >> 32) & 4294967295)::oid AND l.objid = (x.k & 4294967295)::oid
+        JOIN pg_stat_activity AS a ON a.pid = l.pid
+        WHERE q.claim_token IS NOT NULL AND q.lease_until > now()
+        GROUP BY a.usename
+        """
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
 # ------------------------------------------------------------- comparison
 
 

@@ -1,7 +1,8 @@
 """Faults 5 and 6: the broker and the database go away mid-backfill.
 
 5. Redis is flushed and restarted (empty: every signal and unacknowledged
-   task message is gone). The dispatcher's sweep signals the work again; no
+   task message is gone). The dispatcher's sweep finds the broker holding
+   fewer messages than the signals it sent and signals the work again; no
    one touches anything by hand.
 6. PostgreSQL restarts (``pg_ctl restart -m immediate``: a crash, then
    recovery). Workers and the dispatcher reconnect by themselves and finish.
@@ -22,6 +23,7 @@ import pytest
 from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres, EmbeddedRedis
 from autoembed.install import install
+from autoembed.worker.dispatcher import LOST_AFTER_SECONDS
 from tests.e2e.conftest import StartWorker
 from tests.faults import helpers
 from tests.faults.helpers import Figures, compare_with_fresh, make_docs, size, status
@@ -87,11 +89,11 @@ def test_redis_flushed_and_restarted_mid_backfill(
     for w in workers:
         assert w.proc.poll() is None, w.describe()
         w.stop()
-    # The signals the dispatcher had sent died with Redis. It counts them as
-    # waiting in the broker until they have waited redeliver_seconds (60 s by
-    # default) with no drain starting; then its next sweep signals again.
+    # The signals the dispatcher had sent died with Redis. Its sweep finds
+    # the broker holding none of them, and once that has lasted
+    # LOST_AFTER_SECONDS it signals again: well before redeliver_seconds (60 s).
     sweep = float(ENV["AUTOEMBED_SWEEP_SECONDS"])
-    assert resumed < float(ENV["AUTOEMBED_REDELIVER_SECONDS"]) + 3 * sweep, describe()
+    assert resumed < LOST_AFTER_SECONDS + 2 * sweep, describe()
     result = compare_with_fresh(db_url, "docs", "docs", ["title", "body"])
     helpers.record(
         Figures(
@@ -108,6 +110,7 @@ def test_redis_flushed_and_restarted_mid_backfill(
                 "when it came back": embedded_at_restart,
                 "work resumed s after": round(resumed, 1),
                 "redeliver s": ENV["AUTOEMBED_REDELIVER_SECONDS"],
+                "lost after s": LOST_AFTER_SECONDS,
                 "outage start to quiescence s": round(time.monotonic() - down_at, 1),
             },
         )

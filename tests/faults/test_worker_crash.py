@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from autoembed.settings import Settings
 from tests.e2e.conftest import StartWorker, Worker
 from tests.faults import helpers
 from tests.faults.helpers import Figures, compare_with_fresh, make_docs, size, status
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.faults
 
 ROWS = size(1000, 10_000)
 KILLS = size(3, 20)
-LEASE = "3"  # seconds: how long the rows a killed worker held stay claimed
+# The default lease (300 s): the rows a killed worker held are claimable as
+# soon as its database session ends, not when the lease runs out.
+LEASE = str(int(Settings().lease_seconds))
 
 
 def test_kill_9_workers_during_a_backfill(
@@ -77,7 +80,11 @@ def test_kill_9_workers_during_a_backfill(
             result.missing,
             result.stale,
             result.duplicated,
-            {"chunks": result.expected_chunks, "after last kill s": round(took, 1)},
+            {
+                "chunks": result.expected_chunks,
+                "after last kill s": round(took, 1),
+                "lease s": LEASE,
+            },
         )
     )
     assert result.rows == ROWS

@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     status,
     vectorizer,
 )
+from tests.integration.security_helpers import connect_as, roles
 
 Conn = psycopg.Connection[Any]
 DIMS = 16
@@ -432,6 +433,164 @@ def test_a_lease_that_expires_max_attempts_times_fails_the_row(
     assert row["claim_token"] is None
     assert "lease expired" in row["last_error"]
     assert status(conn, "docs")["failed"] == 1
+
+
+def test_a_claim_whose_session_ended_is_claimable_at_once_and_counts_an_attempt(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    """The claimant's session dies (a worker killed mid-batch): its rows do
+    not wait out the lease, and its late completion could not write."""
+    vid = make_docs(conn, {1: "apples", 2: "pears", 3: "plums"})
+    dead, b = worker(), worker()
+    token = queue.new_token()
+    assert ids(queue.claim(dead, vid, 2, LEASE, token)) == [1, 2]
+    assert status(conn, "docs")["in_flight"] == 2
+    conn.execute("SELECT pg_terminate_backend(%s)", (dead.info.backend_pid,))
+    wait_gone(conn, dead.info.backend_pid)
+
+    assert status(conn, "docs")["in_flight"] == 0
+    assert status(conn, "docs")["pending"] == 3
+    again = queue.new_token()
+    claimed = queue.claim(b, vid, 10, LEASE, again)
+    assert ids(claimed) == [1, 2, 3]
+    row = queue_row(conn, 1)
+    assert row is not None
+    assert (row["attempts"], row["claim_token"]) == (2, again)
+    done = finish(b, vid, again, claimed, hash_version(conn))
+    assert (done.written, done.rejected) == (3, 0)
+
+
+def test_a_live_claimants_rows_are_not_taken_whatever_its_pace(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    vid = make_docs(conn, {1: "apples", 2: "pears"})
+    slow, b = worker(), worker()
+    token = queue.new_token()
+    claimed = queue.claim(slow, vid, 1, LEASE, token)
+    time.sleep(0.5)  # a slow batch, well inside its lease
+
+    assert ids(queue.claim(b, vid, 10, LEASE, queue.new_token())) == [2]
+    assert queue.claim(b, vid, 10, LEASE, queue.new_token()) == []
+    assert status(conn, "docs")["in_flight"] == 2
+    done = finish(slow, vid, token, claimed, hash_version(conn))
+    assert (done.written, done.rejected) == (1, 0)
+
+
+def test_end_claim_lets_the_rows_a_claim_still_holds_go(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    vid = make_docs(conn, {1: "apples", 2: "pears"})
+    a, b = worker(), worker()
+    token = queue.new_token()
+    claimed = queue.claim(a, vid, 10, LEASE, token)
+    finish(a, vid, token, claimed[:1], hash_version(conn))  # one row written, one still held
+    assert queue.claim(b, vid, 10, LEASE, queue.new_token()) == []
+
+    assert queue.end_claim(b, token) is False  # not b's claim: nothing happens
+    assert queue.claim(b, vid, 10, LEASE, queue.new_token()) == []
+    assert queue.end_claim(a, token) is True
+    assert queue.end_claim(a, token) is False
+    assert ids(queue.claim(b, vid, 10, LEASE, queue.new_token())) == ids(claimed[1:])
+
+
+def test_a_claimant_whose_session_keeps_dying_fails_the_row_after_max_attempts(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    vid = make_docs(conn, {1: "crashes the worker"}, max_attempts=2)
+    for _ in range(2):
+        w = worker()
+        pid = w.info.backend_pid
+        assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [1]
+        w.close()
+        wait_gone(conn, pid)
+
+    assert queue.claim(worker(), vid, 10, LEASE, queue.new_token()) == []
+    row = queue_row(conn, 1)
+    assert row is not None
+    assert row["failed_at"] is not None
+    assert "database session ended" in row["last_error"]
+
+
+def test_a_worker_role_tells_a_live_claim_of_another_role_from_a_dead_one(
+    conn: Conn, db_url: str, worker: Callable[[], Conn]
+) -> None:
+    """Liveness needs no privilege: a grant_worker() role, not a superuser,
+    leaves another role's live claim alone and takes over a dead one."""
+    vid = make_docs(conn, {1: "apples", 2: "pears"})
+    with roles(conn, "worker") as (role,):
+        conn.execute("SELECT autoembed.grant_worker(%s)", (role,))
+        other = worker()  # the tests' superuser
+        pid = other.info.backend_pid
+        assert ids(queue.claim(other, vid, 1, LEASE, queue.new_token())) == [1]
+        with connect_as(db_url, role) as w:
+            queue.prepare(w)
+            mine = queue.new_token()
+            assert ids(queue.claim(w, vid, 10, LEASE, mine)) == [2]
+            assert w.execute(
+                "SELECT in_flight FROM autoembed.vectorizer_status WHERE name = 'docs'"
+            ).fetchone() == (2,)
+            other.close()
+            wait_gone(conn, pid)
+            assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [1]
+            assert queue.end_claim(w, mine) is True  # its own claim's lock, let go
+            assert ids(queue.claim(w, vid, 10, LEASE, queue.new_token())) == [2]
+
+
+def test_a_claim_not_tied_to_its_session_is_held_for_its_lease(
+    conn: Conn, worker: Callable[[], Conn]
+) -> None:
+    """A worker of an earlier release claims with a version 4 token and never
+    ends its claims: its session's end does not free its rows (nor does a
+    claim of it hold a lock), only its lease does."""
+    vid = make_docs(conn, {1: "apples"})
+    old, b = worker(), worker()
+    pid = old.info.backend_pid
+    token = uuid.uuid4()
+    assert ids(queue.claim(old, vid, 10, SHORT_LEASE * 5, token)) == [1]
+    assert old.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    ).fetchone() == (0,)
+    old.close()
+    wait_gone(conn, pid)
+    assert queue.claim(b, vid, 10, LEASE, queue.new_token()) == []
+    assert status(conn, "docs")["in_flight"] == 1
+    time.sleep(SHORT_LEASE * 5 + 0.05)
+    assert ids(queue.claim(b, vid, 10, LEASE, queue.new_token())) == [1]
+
+
+def test_a_worker_ends_each_claim_with_its_batch(
+    conn: Conn, db_url: str, worker: Callable[[], Conn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline's claims are tied to its session (one lock while a batch
+    runs) and each is ended after its batch: no lock is left behind."""
+    make_docs(conn, {1: "apples", 2: "pears", 3: "plums"})
+    w = worker()
+    config = queue.vectorizer(w, vectorizer(conn, "docs").id)
+    assert config is not None
+    pipe = pipeline_for(w, config, queue.versions(w, config.id)[0], Settings(database_url=db_url))
+    own_locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s"
+    tokens: list[uuid.UUID] = []
+    real_claim = queue.claim
+
+    def claim(*args: Any) -> list[queue.Claimed]:
+        tokens.append(args[-1])
+        claimed = real_claim(*args)
+        assert conn.execute(own_locks, (w.info.backend_pid,)).fetchone() == (1,)
+        return claimed
+
+    monkeypatch.setattr(queue, "claim", claim)
+    assert pipe.run_batch(2).written == 2
+    assert pipe.run_batch(2).written == 1
+    assert [t.version for t in tokens] == [8, 8]
+    assert conn.execute(own_locks, (w.info.backend_pid,)).fetchone() == (0,)
+
+
+def wait_gone(conn: Conn, pid: int) -> None:
+    """Wait until backend ``pid`` has exited (and released its locks)."""
+    deadline = time.monotonic() + 10
+    while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+        assert time.monotonic() < deadline, f"backend {pid} still there"
+        time.sleep(0.01)
 
 
 # ------------------------------------------------- release, extend, pause

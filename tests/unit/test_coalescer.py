@@ -116,3 +116,70 @@ def test_a_drain_between_two_batches_is_not_topped_up() -> None:
     assert c.decide([work(claimable=1000, live=1, started=1)], 1.5) == {}
     assert c.decide([work(claimable=1000, live=0, started=4)], 2.0) == {}  # all 4 ran and ended
     assert c.decide([work(claimable=1000, live=0, started=4)], 2.5) == {1: 4}
+
+
+def test_a_dip_not_yet_believed_is_listed_for_a_second_look() -> None:
+    """A worker killed mid-batch: its claim is dead, so live claims dip. The
+    dispatcher looks again at once (unconfirmed) instead of at the next sweep."""
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60)
+    assert c.decide([work(claimable=1000, live=2, started=2)], 0.0) == {1: 2}
+    assert c.decide([work(claimable=1000, live=1, started=4)], 1.0) == {}
+    assert c.unconfirmed() == {1}
+    assert c.decide([work(claimable=1000, live=1, started=4)], 1.25) == {1: 3}
+    assert c.unconfirmed() == set()
+
+
+def test_a_dip_with_no_work_left_needs_no_second_look() -> None:
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60)
+    assert c.decide([work(claimable=1000, live=2, started=2)], 0.0) == {1: 2}
+    assert c.decide([work(claimable=1000, live=1, started=4)], 1.0) == {}
+    assert c.decide([work(claimable=0, live=1, started=4)], 1.25) == {}
+    assert c.unconfirmed() == set()
+
+
+def test_signals_the_broker_no_longer_holds_are_sent_again_after_lost_after() -> None:
+    """Redis flushed: the 4 signals waiting in it are gone. The broker holding
+    none of them for lost_after seconds is enough; no 60 s redelivery wait."""
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60, lost_after=3)
+    assert c.decide([work()], 0.0, in_broker=0) == {1: 4}
+    assert c.decide([work()], 5.0, in_broker=0) == {}  # first look: suspected
+    assert c.suspects_loss
+    assert c.decide([work()], 6.0, in_broker=0) == {}  # not for lost_after yet
+    assert c.decide([work()], 8.0, in_broker=0) == {1: 4}
+    assert not c.suspects_loss
+    assert c.waiting(1) == 4
+
+
+def test_signals_the_broker_still_holds_are_never_sent_twice() -> None:
+    """Workers busy: the signals wait in the broker, sweep after sweep."""
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60, lost_after=3)
+    assert c.decide([work()], 0.0, in_broker=0) == {1: 4}
+    for t in range(5, 55, 5):
+        assert c.decide([work()], float(t), in_broker=4) == {}
+        assert not c.suspects_loss
+
+
+def test_only_the_signals_missing_from_the_broker_are_sent_again() -> None:
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60, lost_after=1)
+    assert c.decide([work(1), work(2)], 0.0, in_broker=0) == {1: 4, 2: 4}
+    assert c.decide([work(1), work(2)], 5.0, in_broker=5) == {}
+    assert c.decide([work(1), work(2)], 6.0, in_broker=5) == {1: 3}  # 3 lost, oldest first
+    assert c.total_waiting() == 8
+
+
+def test_a_short_count_that_comes_back_is_not_a_loss() -> None:
+    """A message a worker took is out of the broker until its drain starts."""
+    c = Coalescer(parallelism=2, batch_size=16, debounce=0.25, redeliver_after=60, lost_after=3)
+    assert c.decide([work()], 0.0, in_broker=0) == {1: 2}
+    assert c.decide([work()], 5.0, in_broker=1) == {}
+    assert c.decide([work(live=1, started=1)], 6.0, in_broker=1) == {}
+    assert not c.suspects_loss
+    assert c.decide([work(live=1, started=1)], 10.0, in_broker=1) == {}
+
+
+def test_signals_the_broker_refused_are_not_counted_as_waiting() -> None:
+    c = Coalescer(parallelism=4, batch_size=16, debounce=0.25, redeliver_after=60)
+    assert c.decide([work()], 0.0) == {1: 4}
+    c.unsent(1, 4)
+    assert c.waiting(1) == 0
+    assert c.decide([work()], 1.0) == {1: 4}
