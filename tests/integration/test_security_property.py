@@ -1,0 +1,474 @@
+"""The security property (docs/security.md): no role reads, through anything
+autoembed creates, the text, chunks, lexemes or keys of source rows it could
+not SELECT itself, row-level security included.
+
+One world: a source table under row-level security holding two tenants' rows,
+a column no vectorizer embeds, a second vectorizer on a table the reader may
+not read, a table no vectorizer touches, two versions of the first vectorizer
+(a campaign to another model) and a row that failed. Every value carries a
+marker word naming where it came from. Then, as a reader (grant_search, the
+policy shows it one tenant), a worker role (grant_worker) and a role with
+nothing but PUBLIC's privileges:
+
+* every relation in autoembed's schemas is read whole (permission denied is
+  fine);
+* every function there the role may execute is called, with arguments built
+  from its signature (RECIPES), once per vectorizer version where it takes
+  one; a function added later with a parameter no recipe knows fails the
+  test, naming it;
+
+and no value returned, nor any error message, may hold a marker of a row the
+role could not SELECT. A value that only repeats the call's own arguments (a
+query echoed back) is not a leak.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import drain
+from tests.integration.security_helpers import Conn, connect_as, query_vectors, roles
+
+# Marker words: letters only, ending so that no stemmer shortens them.
+A_BODY, A_KEY, A_SECRET = "tntabodyqzx", "tntakeyqzx", "tntsecretaqzx"
+B_BODY, B_KEY, B_SECRET = "tntbbodyqzx", "tntbkeyqzx", "tntsecretbqzx"
+B_POISON = "tntbpoisonqzx"  # in tenant B's text: the embedder fails on it
+C_BODY, C_KEY = "tntcbodyqzx", "tntckeyqzx"  # the second vectorizer's table
+VAULT = "tntvaultqzx"  # a table no vectorizer touches
+EVERY_MARKER = (A_BODY, A_KEY, A_SECRET, B_BODY, B_KEY, B_SECRET, B_POISON, C_BODY, C_KEY, VAULT)
+
+# What each role may not see: the reader sees tenant A's rows of docs (all
+# their columns) and nothing else; the worker embeds, so it reads the
+# embedded text and keys of every vectorizer's rows, but no other column and
+# no other table; PUBLIC reads nothing.
+FORBIDDEN = {
+    "reader": (B_BODY, B_KEY, B_SECRET, B_POISON, C_BODY, C_KEY, VAULT),
+    "worker": (A_SECRET, B_SECRET, VAULT),
+    "nobody": EVERY_MARKER,
+}
+
+# The search query every call gets: the embedded words of every row.
+PROBE = f"{A_BODY} {B_BODY} {B_POISON} {C_BODY} common words"
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of one vectorizer: what the recipes fill arguments from."""
+
+    name: str
+    vectorizer_id: int
+    version_id: int
+    ordinal: int
+    dimensions: int
+    model_version_id: int
+    keys: str  # a JSON array of every source row's key
+
+
+@dataclass
+class World:
+    versions: list[Version]
+    roles: dict[str, str]  # kind -> role name
+    echo: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _build(conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch) -> list[Version]:
+    conn.execute(
+        "CREATE TABLE docs (id text PRIMARY KEY, tenant text NOT NULL, body text, secret text)"
+    )
+    rows = []
+    for i in range(1, 4):
+        rows.append((f"{A_KEY}{i}", "acme", f"{A_BODY} common words {i}", f"{A_SECRET} {i}"))
+        rows.append((f"{B_KEY}{i}", "globex", f"{B_BODY} common words {i}", f"{B_SECRET} {i}"))
+    rows.append((f"{B_KEY}9", "globex", f"{B_BODY} {B_POISON} common words", B_SECRET))
+    with conn.cursor().copy("COPY docs FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row(r)
+    conn.execute("ALTER TABLE docs ENABLE ROW LEVEL SECURITY")
+    conn.execute(
+        "CREATE POLICY tenant_rows ON docs FOR SELECT "
+        "USING (tenant = current_setting('app.tenant', true))"
+    )
+    conn.execute("CREATE TABLE memos (id text PRIMARY KEY, body text)")
+    conn.execute(
+        "INSERT INTO memos SELECT %s || i, %s || ' common words ' || i FROM generate_series(1, 3) AS i",
+        (C_KEY, C_BODY),
+    )
+    conn.execute("CREATE TABLE vault (id int PRIMARY KEY, v text)")
+    conn.execute("INSERT INTO vault VALUES (1, %s)", (VAULT,))
+    conn.execute(
+        "SELECT autoembed.create_vectorizer('docs', ARRAY['body'], model => 'hash:16', "
+        "max_attempts => 1)"
+    )
+    conn.execute("SELECT autoembed.create_vectorizer('memos', ARRAY['body'], model => 'hash:16')")
+    monkeypatch.setenv("AUTOEMBED_HASH_FAIL_ON", B_POISON)
+    drain(db_url)
+    # A campaign: version 2 of docs, embedded too (its poison row fails again,
+    # so it stays building).
+    conn.execute("SELECT autoembed.set_model('docs', 'hash:24')")
+    drain(db_url)
+    failed = conn.execute("SELECT count(*) FROM autoembed.failed_rows('docs')").fetchone()
+    assert failed == (2,)  # the poison row, in each version
+    monkeypatch.delenv("AUTOEMBED_HASH_FAIL_ON")
+
+    versions = []
+    for name, vid, ver_id, ordinal, dims, mv in conn.execute(
+        "SELECT x.name, x.id, y.id, y.ordinal, y.dimensions, y.model_version_id "
+        "FROM autoembed.vectorizer AS x JOIN autoembed.vectorizer_version AS y "
+        "ON y.vectorizer_id = x.id ORDER BY x.id, y.ordinal"
+    ).fetchall():
+        assert mv is not None, (name, ordinal)
+        keys = conn.execute(
+            sql.SQL("SELECT jsonb_agg(jsonb_build_object('id', id) ORDER BY id)::text FROM {}").format(
+                sql.Identifier(name)
+            )
+        ).fetchone()
+        assert keys is not None
+        versions.append(Version(name, vid, ver_id, ordinal, dims, mv, keys[0]))
+    assert [(v.name, v.ordinal) for v in versions] == [("docs", 1), ("docs", 2), ("memos", 1)]
+    # Text queries need a worker to embed them; the probe is cached instead,
+    # for every model version, as a worker would have answered it.
+    for v in versions:
+        (e,) = query_vectors([PROBE], v.dimensions)
+        conn.execute(
+            "INSERT INTO autoembed.query_cache (model_version_id, query_digest, query, embedding) "
+            "VALUES (%s, autoembed._query_digest(%s), %s, %s) ON CONFLICT DO NOTHING",
+            (v.model_version_id, PROBE, PROBE, e),
+        )
+    return versions
+
+
+# ------------------------------------------------------------------ recipes
+#
+# An argument for a parameter, as SQL, from its name and type (and, where a
+# name means different things in different functions, the function's name).
+# Version-bound recipes take the version under test.
+
+Recipe = Callable[[Version], sql.Composable]
+
+
+def _lit(value: Any, cast: str | None = None) -> Recipe:
+    expr = sql.Literal(value)
+    return lambda _: expr if cast is None else sql.SQL("{}::{}").format(expr, sql.SQL(cast))
+
+
+def _vector(v: Version) -> sql.Composable:
+    (e,) = query_vectors([PROBE], v.dimensions)
+    return sql.SQL("{}::vector").format(sql.Literal("[" + ",".join(map(str, e.tolist())) + "]"))
+
+
+def _vectorizer_row(v: Version) -> sql.Composable:
+    return sql.SQL("(SELECT x FROM autoembed.vectorizer AS x WHERE x.id = {})").format(
+        sql.Literal(v.vectorizer_id)
+    )
+
+
+def _version_row(v: Version) -> sql.Composable:
+    return sql.SQL("(SELECT y FROM autoembed.vectorizer_version AS y WHERE y.id = {})").format(
+        sql.Literal(v.version_id)
+    )
+
+
+# Recipes that depend on the version: a function with one of these is called
+# once per version.
+BOUND: dict[tuple[str, str], Recipe] = {
+    ("name", "text"): lambda v: sql.Literal(v.name),
+    ("vectorizer_name", "text"): lambda v: sql.Literal(v.name),
+    ("v", "autoembed.vectorizer"): _vectorizer_row,
+    ("ver", "autoembed.vectorizer_version"): _version_row,
+    ("vectorizer_id", "integer"): lambda v: sql.Literal(v.vectorizer_id),
+    ("version_id", "integer"): lambda v: sql.Literal(v.version_id),
+    ("model_version_id", "integer"): lambda v: sql.Literal(v.model_version_id),
+    ("version", "text"): lambda v: sql.Literal(str(v.ordinal)),
+    ("a", "text"): lambda v: sql.Literal("1"),
+    ("b", "text"): lambda v: sql.Literal("2"),
+    ("query_embedding", "vector"): _vector,
+    ("keys", "jsonb"): lambda v: sql.SQL("{}::jsonb").format(sql.Literal(v.keys)),
+    ("items", "jsonb"): lambda v: sql.SQL("{}::jsonb").format(sql.Literal(v.keys)),
+    ("source", "regclass"): lambda v: sql.SQL("{}::regclass").format(sql.Literal(v.name)),
+    ("only_ids", "integer[]"): lambda v: sql.SQL("ARRAY[{}]").format(sql.Literal(v.vectorizer_id)),
+    ("version_ids", "integer[]"): lambda v: sql.SQL("ARRAY[{}]").format(
+        sql.Literal(v.model_version_id)
+    ),
+    ("ordinal", "integer"): lambda v: sql.Literal(v.ordinal),
+}
+
+FREE: dict[tuple[str, str], Recipe] = {
+    ("query", "text"): _lit(PROBE),
+    ("queries", "text[]"): _lit([PROBE], "text[]"),
+    ("k", "integer"): _lit(10),
+    ("n", "integer"): _lit(100),
+    ("batch_size", "integer"): _lit(100),
+    ("lease", "interval"): _lit("1 minute", "interval"),
+    ("claim_token", "uuid"): _lit(str(uuid.UUID(int=7)), "uuid"),
+    ("errors", "text[]"): _lit(["failed"], "text[]"),
+    ("error", "text"): _lit("failed"),
+    ("chunk_item", "integer[]"): _lit("{}", "int[]"),
+    ("chunk_no", "integer[]"): _lit("{}", "int[]"),
+    ("chunk", "text[]"): _lit("{}", "text[]"),
+    ("embedding", "vector[]"): _lit("{}", "vector[]"),
+    ("embeddings", "vector[]"): _lit("{}", "vector[]"),
+    ("ids", "bigint[]"): _lit("{}", "bigint[]"),
+    ("role", "regrole"): lambda _: sql.SQL("current_user::regrole"),
+    ("filter", "jsonb"): _lit(None, "jsonb"),
+    ("chunks", "boolean"): _lit(False),
+    ("results", "jsonb"): _lit("[]", "jsonb"),
+    ("hits", "text"): _lit("SELECT 1"),
+    ("k_param", "integer"): _lit(1),
+    ("filter_param", "integer"): _lit(1),
+    ("alias", "text"): _lit("e"),
+    ("fmt", "text"): _lit("%1$I"),
+    ("sep", "text"): _lit(", "),
+    ("base", "text"): _lit("docs"),
+    ("suffix", "text"): _lit("_x"),
+    ("kind", "text"): _lit("queue"),
+    ("columns", "text[]"): _lit(["body"], "text[]"),
+    ("model", "text"): _lit("hash:16"),
+    ("dimensions", "integer"): _lit(16),
+    ("max_seq_length", "integer"): _lit(512),
+    ("weights_digest", "text"): _lit("digest"),
+    ("pooling", "text"): _lit("mean"),
+    ("normalized", "boolean"): _lit(True),
+    ("dtype", "text"): _lit("float32"),
+    ("tag", "text"): _lit("a-tag"),
+    ("state", "text"): _lit("building"),
+    ("activate", "text"): _lit("manual"),
+    ("max_len", "integer"): _lit(512),
+    ("chunk_tokens", "integer"): _lit(100),
+    ("chunk_overlap", "integer"): _lit(0),
+    ("k1", "double precision"): _lit(1.2),
+    ("b", "double precision"): _lit(0.5),
+    ("k1_param", "integer"): _lit(1),
+    ("b_param", "integer"): _lit(2),
+    ("ref_param", "integer"): _lit(3),
+    ("method", "text"): _lit("hybrid"),
+    ("sample", "integer"): _lit(100),
+    ("recent", "interval"): _lit("1 day", "interval"),
+    ("keep", "integer"): _lit(0),
+    ("failed", "bigint"): _lit(1),
+    ("lock_rows", "boolean"): _lit(False),
+    ("request_id", "bigint"): _lit(1),
+    ("wait_ms", "integer"): _lit(10),
+    ("value", "text"): _lit("x"),
+    ("dblink_schema", "name"): _lit("public", "name"),
+    ("reopen", "boolean"): _lit(False),
+}
+
+# Where a parameter's name means something else in one function.
+OVERRIDES: dict[tuple[str, str], Recipe] = {
+    ("_pk_join", "a"): _lit("e"),
+    ("_pk_join", "b"): _lit("s"),
+}
+
+# Functions that cannot be called meaningfully, and why.
+NOT_CALLED: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Function:
+    signature: str  # regprocedure text
+    schema: str
+    name: str
+    kind: str  # f, p
+    args: list[tuple[str, str]]  # the input parameters: name, type
+    required: int  # how many of them have no default
+    returns_trigger: bool
+
+
+def _schemas(c: Conn) -> list[str]:
+    """autoembed's schema and any other schema holding an object of its
+    extension (when installed as one)."""
+    rows = c.execute(
+        "SELECT 'autoembed' UNION "
+        "SELECT n.nspname::text FROM pg_depend AS d "
+        "JOIN pg_extension AS x ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = x.oid "
+        "JOIN pg_proc AS p ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid "
+        "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+        "WHERE x.extname = 'autoembed' AND d.deptype = 'e' ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _relations(c: Conn, schemas: list[str]) -> list[str]:
+    rows = c.execute(
+        "SELECT c.oid::regclass::text FROM pg_class AS c "
+        "WHERE c.relnamespace::regnamespace::text = ANY (%s) "
+        "AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') ORDER BY 1",
+        (schemas,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _functions(c: Conn, schemas: list[str]) -> list[Function]:
+    rows = c.execute(
+        "SELECT p.oid::regprocedure::text, n.nspname::text, p.proname::text, p.prokind::text, "
+        "  coalesce(p.proargnames, '{}'), coalesce(p.proargmodes::text[], '{}'), "
+        "  ARRAY(SELECT format_type(t, NULL) FROM unnest(coalesce(p.proallargtypes, "
+        "        p.proargtypes::oid[])) AS t), p.pronargs, p.pronargdefaults, "
+        "  p.prorettype = 'trigger'::regtype "
+        "FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = ANY (%s) ORDER BY 1",
+        (schemas,),
+    ).fetchall()
+    out = []
+    for sig, schema, name, kind, names, modes, types, nargs, ndefaults, trig in rows:
+        args = [
+            (names[i] if i < len(names) else "", t)
+            for i, t in enumerate(types)
+            if not modes or modes[i] in ("i", "b", "v")
+        ]
+        assert len(args) == nargs, sig
+        out.append(Function(sig, schema, name, kind, args, nargs - ndefaults, trig))
+    return out
+
+
+def _recipe(f: Function, arg: str, typ: str) -> tuple[Recipe, bool] | None:
+    """The recipe for one parameter, and whether it depends on the version."""
+    if (f.name, arg) in OVERRIDES:
+        return OVERRIDES[(f.name, arg)], False
+    typ = typ.removeprefix("public.")
+    if (arg, typ) in BOUND:
+        return BOUND[(arg, typ)], True
+    if (arg, typ) in FREE:
+        return FREE[(arg, typ)], False
+    return None
+
+
+def _calls(f: Function, versions: list[Version]) -> Iterator[sql.Composable]:
+    """The statements that call f: once, or once per version if an argument
+    depends on it. Parameters with a default and no recipe keep the default;
+    one without a default and without a recipe is an error naming both."""
+    chosen: list[tuple[str, Recipe, bool]] = []
+    for i, (arg, typ) in enumerate(f.args):
+        found = _recipe(f, arg, typ)
+        if found is None:
+            if i < f.required:
+                raise LookupError(f"{f.signature}: no recipe for parameter {arg or i} {typ}")
+            continue
+        chosen.append((arg, *found))
+    bound = any(b for _, _, b in chosen)
+    for v in versions if bound else versions[:1]:
+        args = sql.SQL(", ").join(
+            sql.SQL("{} => {}").format(sql.Identifier(a), r(v)) for a, r, _ in chosen
+        )
+        target = sql.SQL("{}.{}({})").format(sql.Identifier(f.schema), sql.Identifier(f.name), args)
+        if f.kind == "p":
+            yield sql.SQL("CALL {}").format(target)
+        else:
+            yield sql.SQL("SELECT * FROM {}").format(target)
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _without(text: str, echo: list[str]) -> str:
+    """text less every repeat of the call's own arguments."""
+    for e in sorted(echo, key=len, reverse=True):
+        text = text.replace(e, "")
+    return text
+
+
+@dataclass
+class Report:
+    leaks: list[str] = field(default_factory=list)
+    read: list[str] = field(default_factory=list)  # relations read
+    called: list[str] = field(default_factory=list)  # calls that returned
+    seen: set[str] = field(default_factory=set)  # every marker seen
+
+
+def _run(c: Conn, stmt: sql.Composable, what: str, forbidden: tuple[str, ...], echo: list[str],
+         report: Report) -> bool:
+    """Run stmt in a transaction rolled back after; check what it returns or
+    the error it raises. True if it returned."""
+    text = ""
+    ok = False
+    try:
+        with c.transaction(force_rollback=True):
+            c.execute("SET LOCAL statement_timeout = '10s'")
+            cur = c.execute(stmt)
+            rows = cur.fetchall() if cur.description else []
+            text = "\n".join(_flat(x) for row in rows for x in row)
+            ok = True
+    except psycopg.Error as e:
+        d = e.diag
+        text = "\n".join(
+            s or "" for s in (d.message_primary, d.message_detail, d.message_hint, d.context)
+        )
+    text = _without(text, echo)
+    report.seen |= {m for m in EVERY_MARKER if m in text}
+    report.leaks += [f"{what} shows {m}" for m in forbidden if m in text]
+    return ok
+
+
+def _sweep(c: Conn, kind: str, versions: list[Version], functions: bool = True) -> Report:
+    forbidden = FORBIDDEN[kind]
+    report = Report()
+    schemas = _schemas(c)
+    for rel in _relations(c, schemas):
+        if _run(c, sql.SQL("SELECT * FROM {}").format(sql.SQL(rel)), f"{kind}: {rel}", forbidden,
+                [], report):
+            report.read.append(rel)
+    missing = []
+    for f in _functions(c, schemas) if functions else []:
+        if not c.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (f.signature,)).fetchone()[0]:
+            continue
+        if f.returns_trigger:
+            report.leaks.append(f"{kind}: may execute trigger function {f.signature}")
+            continue
+        if f.name in NOT_CALLED:
+            continue
+        try:
+            stmts = list(_calls(f, versions))
+        except LookupError as e:
+            missing.append(str(e))
+            continue
+        echo = [PROBE] + [k["id"] for v in versions for k in json.loads(v.keys)]
+        for stmt in stmts:
+            if _run(c, stmt, f"{kind}: {stmt.as_string(c)[:160]}", forbidden, echo, report):
+                report.called.append(f.signature)
+    assert not missing, "functions the test cannot call (add a recipe or list them in NOT_CALLED):\n" + "\n".join(missing)
+    return report
+
+
+def test_no_role_reads_rows_it_could_not_select(
+    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    versions = _build(conn, db_url, monkeypatch)
+    with roles(conn, "reader", "worker", "nobody") as (reader, worker, nobody):
+        conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(reader)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} SET app.tenant = 'acme'").format(sql.Identifier(reader))
+        )
+        conn.execute("SELECT autoembed.grant_search('docs', %s)", (reader,))
+        conn.execute("SELECT autoembed.grant_worker(%s)", (worker,))
+
+        # The test can see a leak: the owner reads every marker through
+        # autoembed's relations.
+        owner = _sweep(conn, "reader", versions, functions=False)
+        assert {B_BODY, B_KEY, C_BODY, C_KEY} <= owner.seen, owner.seen
+
+        reports = {}
+        for kind, role in (("reader", reader), ("worker", worker), ("nobody", nobody)):
+            with connect_as(db_url, role) as c:
+                reports[kind] = _sweep(c, kind, versions)
+        leaks = [x for r in reports.values() for x in r.leaks]
+        assert leaks == [], "\n".join(leaks)
+
+        # What each role may see, it does see: the sweeps reached real data.
+        assert {A_BODY, A_KEY} <= reports["reader"].seen, reports["reader"].seen
+        assert "autoembed.bm25_search(text,text,integer,jsonb,boolean,text)" in reports["reader"].called
+        assert {A_BODY, B_BODY, B_KEY, C_BODY, C_KEY} <= reports["worker"].seen
+        assert reports["nobody"].seen == set()
