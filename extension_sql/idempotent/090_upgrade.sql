@@ -2,8 +2,10 @@
 -- every install; an upgrade gives what a fresh create_vectorizer gives):
 -- its sync trigger functions, source reader and view of the active version
 -- are made anew from the catalog, owned (like the originals) by the role
--- that created the vectorizer; and every worker role gets what this
--- release's workers need (new catalog columns, views made anew).
+-- that created the vectorizer; every version gets its row-level security,
+-- term statistics function and policies (080_grants.sql: _secure_version);
+-- and every worker role gets what this release's workers need (new catalog
+-- columns, views made anew).
 DO $upgrade$
 DECLARE
     v autoembed.vectorizer;
@@ -19,6 +21,8 @@ BEGIN
             pg_catalog.format('autoembed.%I(jsonb, boolean)', autoembed._source_function(v))) IS NOT NULL;
         BEGIN
             PERFORM autoembed._render_vectorizer(v);
+            PERFORM autoembed._secure_version(v, ver)
+            FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
             IF creator IS NOT NULL AND creator <> current_user::regrole THEN
                 EXECUTE pg_catalog.format('ALTER FUNCTION autoembed.%I(jsonb, boolean) OWNER TO %I',
                                           autoembed._source_function(v), creator);

@@ -34,6 +34,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from autoembed.install import install
 from tests.conftest import drain
 from tests.integration.security_helpers import Conn, connect_as, query_vectors, roles
 
@@ -98,7 +99,8 @@ def _build(conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch) -> list[Ver
     )
     conn.execute("CREATE TABLE memos (id text PRIMARY KEY, body text)")
     conn.execute(
-        "INSERT INTO memos SELECT %s || i, %s || ' common words ' || i FROM generate_series(1, 3) AS i",
+        "INSERT INTO memos SELECT %s || i, %s || ' common words ' || i "
+        "FROM generate_series(1, 3) AS i",
         (C_KEY, C_BODY),
     )
     conn.execute("CREATE TABLE vault (id int PRIMARY KEY, v text)")
@@ -126,9 +128,9 @@ def _build(conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch) -> list[Ver
     ).fetchall():
         assert mv is not None, (name, ordinal)
         keys = conn.execute(
-            sql.SQL("SELECT jsonb_agg(jsonb_build_object('id', id) ORDER BY id)::text FROM {}").format(
-                sql.Identifier(name)
-            )
+            sql.SQL(
+                "SELECT jsonb_agg(jsonb_build_object('id', id) ORDER BY id)::text FROM {}"
+            ).format(sql.Identifier(name))
         ).fetchone()
         assert keys is not None
         versions.append(Version(name, vid, ver_id, ordinal, dims, mv, keys[0]))
@@ -200,9 +202,19 @@ BOUND: dict[tuple[str, str], Recipe] = {
     ("ordinal", "integer"): lambda v: sql.Literal(v.ordinal),
 }
 
+# The strings a recipe puts into a call: the call may give them back.
+ECHOES: dict[tuple[str, str], Callable[[Version], list[str]]] = {
+    ("query", "text"): lambda _: [PROBE],
+    ("queries", "text[]"): lambda _: [PROBE],
+    ("terms", "text[]"): lambda _: PROBE.split(),
+    ("keys", "jsonb"): lambda v: [k["id"] for k in json.loads(v.keys)],
+    ("items", "jsonb"): lambda v: [k["id"] for k in json.loads(v.keys)],
+}
+
 FREE: dict[tuple[str, str], Recipe] = {
     ("query", "text"): _lit(PROBE),
     ("queries", "text[]"): _lit([PROBE], "text[]"),
+    ("terms", "text[]"): _lit(PROBE.split(), "text[]"),
     ("k", "integer"): _lit(10),
     ("n", "integer"): _lit(100),
     ("batch_size", "integer"): _lit(100),
@@ -217,6 +229,7 @@ FREE: dict[tuple[str, str], Recipe] = {
     ("embeddings", "vector[]"): _lit("{}", "vector[]"),
     ("ids", "bigint[]"): _lit("{}", "bigint[]"),
     ("role", "regrole"): lambda _: sql.SQL("current_user::regrole"),
+    ("role", "oid"): lambda _: sql.SQL("current_user::regrole::oid"),
     ("filter", "jsonb"): _lit(None, "jsonb"),
     ("chunks", "boolean"): _lit(False),
     ("results", "jsonb"): _lit("[]", "jsonb"),
@@ -341,28 +354,30 @@ def _recipe(f: Function, arg: str, typ: str) -> tuple[Recipe, bool] | None:
     return None
 
 
-def _calls(f: Function, versions: list[Version]) -> Iterator[sql.Composable]:
-    """The statements that call f: once, or once per version if an argument
-    depends on it. Parameters with a default and no recipe keep the default;
-    one without a default and without a recipe is an error naming both."""
-    chosen: list[tuple[str, Recipe, bool]] = []
+def _calls(f: Function, versions: list[Version]) -> Iterator[tuple[sql.Composable, list[str]]]:
+    """The statements that call f, and the strings their arguments hold: once,
+    or once per version if an argument depends on it. Parameters with a
+    default and no recipe keep the default; one without a default and without
+    a recipe is an error naming both."""
+    chosen: list[tuple[str, str, Recipe, bool]] = []
     for i, (arg, typ) in enumerate(f.args):
         found = _recipe(f, arg, typ)
         if found is None:
             if i < f.required:
                 raise LookupError(f"{f.signature}: no recipe for parameter {arg or i} {typ}")
             continue
-        chosen.append((arg, *found))
-    bound = any(b for _, _, b in chosen)
+        chosen.append((arg, typ.removeprefix("public."), *found))
+    bound = any(b for _, _, _, b in chosen)
     for v in versions if bound else versions[:1]:
         args = sql.SQL(", ").join(
-            sql.SQL("{} => {}").format(sql.Identifier(a), r(v)) for a, r, _ in chosen
+            sql.SQL("{} => {}").format(sql.Identifier(a), r(v)) for a, _, r, _ in chosen
         )
+        echo = [e for a, t, _, _ in chosen if (a, t) in ECHOES for e in ECHOES[(a, t)](v)]
         target = sql.SQL("{}.{}({})").format(sql.Identifier(f.schema), sql.Identifier(f.name), args)
         if f.kind == "p":
-            yield sql.SQL("CALL {}").format(target)
+            yield sql.SQL("CALL {}").format(target), echo
         else:
-            yield sql.SQL("SELECT * FROM {}").format(target)
+            yield sql.SQL("SELECT * FROM {}").format(target), echo
 
 
 # ------------------------------------------------------------------ checks
@@ -389,8 +404,14 @@ class Report:
     seen: set[str] = field(default_factory=set)  # every marker seen
 
 
-def _run(c: Conn, stmt: sql.Composable, what: str, forbidden: tuple[str, ...], echo: list[str],
-         report: Report) -> bool:
+def _run(
+    c: Conn,
+    stmt: sql.Composable,
+    what: str,
+    forbidden: tuple[str, ...],
+    echo: list[str],
+    report: Report,
+) -> bool:
     """Run stmt in a transaction rolled back after; check what it returns or
     the error it raises. True if it returned."""
     text = ""
@@ -418,12 +439,20 @@ def _sweep(c: Conn, kind: str, versions: list[Version], functions: bool = True) 
     report = Report()
     schemas = _schemas(c)
     for rel in _relations(c, schemas):
-        if _run(c, sql.SQL("SELECT * FROM {}").format(sql.SQL(rel)), f"{kind}: {rel}", forbidden,
-                [], report):
+        if _run(
+            c,
+            sql.SQL("SELECT * FROM {}").format(sql.SQL(rel)),
+            f"{kind}: {rel}",
+            forbidden,
+            [],
+            report,
+        ):
             report.read.append(rel)
     missing = []
     for f in _functions(c, schemas) if functions else []:
-        if not c.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (f.signature,)).fetchone()[0]:
+        if not c.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (f.signature,)).fetchone()[
+            0
+        ]:
             continue
         if f.returns_trigger:
             report.leaks.append(f"{kind}: may execute trigger function {f.signature}")
@@ -435,11 +464,13 @@ def _sweep(c: Conn, kind: str, versions: list[Version], functions: bool = True) 
         except LookupError as e:
             missing.append(str(e))
             continue
-        echo = [PROBE] + [k["id"] for v in versions for k in json.loads(v.keys)]
-        for stmt in stmts:
+        for stmt, echo in stmts:
             if _run(c, stmt, f"{kind}: {stmt.as_string(c)[:160]}", forbidden, echo, report):
                 report.called.append(f.signature)
-    assert not missing, "functions the test cannot call (add a recipe or list them in NOT_CALLED):\n" + "\n".join(missing)
+    assert not missing, (
+        "functions the test cannot call (add a recipe or list them in NOT_CALLED):\n"
+        + "\n".join(missing)
+    )
     return report
 
 
@@ -469,6 +500,58 @@ def test_no_role_reads_rows_it_could_not_select(
 
         # What each role may see, it does see: the sweeps reached real data.
         assert {A_BODY, A_KEY} <= reports["reader"].seen, reports["reader"].seen
-        assert "autoembed.bm25_search(text,text,integer,jsonb,boolean,text)" in reports["reader"].called
+        assert (
+            "autoembed.bm25_search(text,text,integer,jsonb,boolean,text)"
+            in reports["reader"].called
+        )
         assert {A_BODY, B_BODY, B_KEY, C_BODY, C_KEY} <= reports["worker"].seen
         assert reports["nobody"].seen == set()
+
+
+def test_an_install_closes_the_version_tables_of_earlier_releases(
+    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Vectorizers made by a release without row-level security on the
+    version tables (their searchers could read every chunk, posting and
+    statistic) are brought up to it by the next install."""
+    versions = _build(conn, db_url, monkeypatch)
+    with roles(conn, "reader") as (reader,):
+        conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(reader)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} SET app.tenant = 'acme'").format(sql.Identifier(reader))
+        )
+        conn.execute("SELECT autoembed.grant_search('docs', %s)", (reader,))
+        # What the earlier release left: no row-level security, no term
+        # statistics function, SELECT on the statistics.
+        for ver in conn.execute(
+            "SELECT embeddings_table, postings_table, stats_table, "
+            "autoembed._term_stats_function(y) FROM autoembed.vectorizer_version AS y "
+            "WHERE y.vectorizer_id = (SELECT id FROM autoembed.vectorizer WHERE name = 'docs')"
+        ).fetchall():
+            for table in ver[:2]:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(
+                        sql.Identifier("autoembed", table)
+                    )
+                )
+            conn.execute(
+                sql.SQL("GRANT SELECT ON {} TO {}").format(
+                    sql.Identifier("autoembed", ver[2]), sql.Identifier(reader)
+                )
+            )
+            conn.execute(
+                sql.SQL("DROP FUNCTION {}(int, text[])").format(sql.Identifier("autoembed", ver[3]))
+            )
+        with connect_as(db_url, reader) as c:
+            before = _sweep(c, "reader", versions, functions=False)
+        assert {B_BODY, B_KEY} <= before.seen  # the leak, as it was
+
+        install(db_url)
+
+        with connect_as(db_url, reader) as c:
+            after = _sweep(c, "reader", versions, functions=False)
+            hits = c.execute(
+                "SELECT pk ->> 'id' FROM autoembed.bm25_search('docs', %s, 10)", (PROBE,)
+            ).fetchall()
+        assert after.leaks == [], "\n".join(after.leaks)
+        assert sorted(h[0] for h in hits) == [f"{A_KEY}{i}" for i in range(1, 4)]
