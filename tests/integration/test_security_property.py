@@ -80,7 +80,12 @@ class World:
     echo: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _build(conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch) -> list[Version]:
+def _build(
+    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch, grant: Callable[[], None]
+) -> list[Version]:
+    """The world; grant() runs once the vectorizers exist, before the
+    campaign, so version 2 gets its grants and policies as a version made
+    later does."""
     conn.execute(
         "CREATE TABLE docs (id text PRIMARY KEY, tenant text NOT NULL, body text, secret text)"
     )
@@ -110,6 +115,7 @@ def _build(conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch) -> list[Ver
         "max_attempts => 1)"
     )
     conn.execute("SELECT autoembed.create_vectorizer('memos', ARRAY['body'], model => 'hash:16')")
+    grant()
     monkeypatch.setenv("AUTOEMBED_HASH_FAIL_ON", B_POISON)
     drain(db_url)
     # A campaign: version 2 of docs, embedded too (its poison row fails again,
@@ -119,6 +125,7 @@ def _build(conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch) -> list[Ver
     failed = conn.execute("SELECT count(*) FROM autoembed.failed_rows('docs')").fetchone()
     assert failed == (2,)  # the poison row, in each version
     monkeypatch.delenv("AUTOEMBED_HASH_FAIL_ON")
+    conn.execute("ANALYZE")  # planner statistics (pg_stats) for every table
 
     versions = []
     for name, vid, ver_id, ordinal, dims, mv in conn.execute(
@@ -448,6 +455,11 @@ def _sweep(c: Conn, kind: str, versions: list[Version], functions: bool = True) 
             report,
         ):
             report.read.append(rel)
+    # the planner's statistics of those tables (most common values...)
+    stats = sql.SQL("SELECT s::text FROM pg_stats AS s WHERE s.schemaname = ANY ({})").format(
+        sql.Literal(schemas)
+    )
+    _run(c, stats, f"{kind}: pg_stats", forbidden, [], report)
     missing = []
     for f in _functions(c, schemas) if functions else []:
         if not c.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (f.signature,)).fetchone()[
@@ -474,17 +486,21 @@ def _sweep(c: Conn, kind: str, versions: list[Version], functions: bool = True) 
     return report
 
 
+def _grant(conn: Conn, reader: str, worker: str | None) -> None:
+    """The reader: SELECT on docs, whose policy shows it tenant acme, and
+    grant_search on docs (not on memos). The worker: grant_worker."""
+    conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(reader)))
+    conn.execute(sql.SQL("ALTER ROLE {} SET app.tenant = 'acme'").format(sql.Identifier(reader)))
+    conn.execute("SELECT autoembed.grant_search('docs', %s)", (reader,))
+    if worker is not None:
+        conn.execute("SELECT autoembed.grant_worker(%s)", (worker,))
+
+
 def test_no_role_reads_rows_it_could_not_select(
     conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    versions = _build(conn, db_url, monkeypatch)
     with roles(conn, "reader", "worker", "nobody") as (reader, worker, nobody):
-        conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(reader)))
-        conn.execute(
-            sql.SQL("ALTER ROLE {} SET app.tenant = 'acme'").format(sql.Identifier(reader))
-        )
-        conn.execute("SELECT autoembed.grant_search('docs', %s)", (reader,))
-        conn.execute("SELECT autoembed.grant_worker(%s)", (worker,))
+        versions = _build(conn, db_url, monkeypatch, lambda: _grant(conn, reader, worker))
 
         # The test can see a leak: the owner reads every marker through
         # autoembed's relations.
@@ -514,13 +530,8 @@ def test_an_install_closes_the_version_tables_of_earlier_releases(
     """Vectorizers made by a release without row-level security on the
     version tables (their searchers could read every chunk, posting and
     statistic) are brought up to it by the next install."""
-    versions = _build(conn, db_url, monkeypatch)
     with roles(conn, "reader") as (reader,):
-        conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(reader)))
-        conn.execute(
-            sql.SQL("ALTER ROLE {} SET app.tenant = 'acme'").format(sql.Identifier(reader))
-        )
-        conn.execute("SELECT autoembed.grant_search('docs', %s)", (reader,))
+        versions = _build(conn, db_url, monkeypatch, lambda: _grant(conn, reader, None))
         # What the earlier release left: no row-level security, no term
         # statistics function, SELECT on the statistics.
         for ver in conn.execute(
