@@ -458,11 +458,15 @@ BEGIN
             -- (benchmarks/latency.py), flat within a few ms around these
             USING query, ver.model_version_id, v.bm25_k1, v.bm25_b, 30, want, ver.bm25_ref_avgdl,
                   4000, 0.6, 4;
-        -- their rows, best chunk per row, those the caller may see
+        -- their rows, best chunk per row, those the caller may see (the
+        -- chunk ids typed first: a join on an expression of the jsonb could
+        -- not probe the chunk_id index of a table under row-level security)
         EXECUTE autoembed._rank_hits(v, format($q$
-                SELECT %1$s, e.chunk_no, e.chunk, (t.hit ->> 1)::float8 AS score
-                FROM jsonb_array_elements($1) AS t(hit)
-                JOIN autoembed.%2$I AS e ON e.chunk_id = (t.hit ->> 0)::bigint
+                WITH t AS MATERIALIZED (
+                    SELECT (h ->> 0)::bigint AS chunk_id, (h ->> 1)::float8 AS score
+                    FROM jsonb_array_elements($1) AS h)
+                SELECT %1$s, e.chunk_no, e.chunk, t.score
+                FROM t JOIN autoembed.%2$I AS e ON e.chunk_id = t.chunk_id
                 WHERE %3$s
                 $q$, autoembed._pk_fragment(v, 'e.%1$I'), ver.embeddings_table,
                 autoembed._visible(v, 'e', 2)),

@@ -88,20 +88,18 @@ BEGIN
         EXECUTE format('REVOKE ALL ON autoembed.%I FROM %s', ver.stats_table, who);
         EXECUTE format('GRANT EXECUTE ON FUNCTION autoembed.%I(int, text[]) TO %s',
             autoembed._term_stats_function(ver), who);
-        -- a chunk: when its source row is one the searcher may SELECT
-        EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
-            autoembed._policy_name('search', grantee), ver.embeddings_table);
-        EXECUTE format('CREATE POLICY %I ON autoembed.%I FOR SELECT TO %s '
-                       'USING (EXISTS (SELECT FROM %s AS s WHERE %s))',
-            autoembed._policy_name('search', grantee), ver.embeddings_table, who,
-            v.source, autoembed._pk_join(v, 's', ver.embeddings_table));
+        -- a chunk: when its source row is one the searcher may SELECT.
+        -- (OFFSET 0 keeps each check a probe of the source's key: without it
+        -- the planner may hash the whole visible source table once per
+        -- query, when a search reads only a few chunks through its index.)
+        PERFORM autoembed._ensure_policy(ver.embeddings_table, autoembed._policy_name('search', grantee),
+            format('FOR SELECT TO %s USING (EXISTS (SELECT FROM %s AS s WHERE %s OFFSET 0))',
+                   who, v.source, autoembed._pk_join(v, 's', ver.embeddings_table)));
         -- a posting: when its chunk is one the searcher may see
-        EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
-            autoembed._policy_name('search', grantee), ver.postings_table);
-        EXECUTE format('CREATE POLICY %I ON autoembed.%I FOR SELECT TO %s '
-                       'USING (EXISTS (SELECT FROM autoembed.%I AS e WHERE e.chunk_id = %I.chunk_id))',
-            autoembed._policy_name('search', grantee), ver.postings_table, who,
-            ver.embeddings_table, ver.postings_table);
+        PERFORM autoembed._ensure_policy(ver.postings_table, autoembed._policy_name('search', grantee),
+            format('FOR SELECT TO %s USING (EXISTS (SELECT FROM autoembed.%I AS e '
+                   'WHERE e.chunk_id = %I.chunk_id OFFSET 0))',
+                   who, ver.embeddings_table, ver.postings_table));
     END LOOP;
 END
 $$;
@@ -120,6 +118,22 @@ BEGIN
         autoembed._policy_name('search', role), ver.embeddings_table);
     EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
         autoembed._policy_name('search', role), ver.postings_table);
+END
+$$;
+
+-- CREATE POLICY name ON autoembed.<tbl> <definition>, unless the table has
+-- a policy of that name (installs re-run this: CREATE POLICY locks the table
+-- against every reader, so it is not made anew each time).
+CREATE OR REPLACE FUNCTION autoembed._ensure_policy(tbl name, policy name, definition text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_policy AS p
+                   WHERE p.polrelid = format('autoembed.%I', tbl)::regclass AND p.polname = policy) THEN
+        EXECUTE format('CREATE POLICY %I ON autoembed.%I %s', policy, tbl, definition);
+    END IF;
 END
 $$;
 
@@ -143,9 +157,15 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    t name;
 BEGIN
-    EXECUTE format('ALTER TABLE autoembed.%I ENABLE ROW LEVEL SECURITY', ver.embeddings_table);
-    EXECUTE format('ALTER TABLE autoembed.%I ENABLE ROW LEVEL SECURITY', ver.postings_table);
+    FOREACH t IN ARRAY ARRAY[ver.embeddings_table, ver.postings_table] LOOP
+        IF NOT (SELECT c.relrowsecurity FROM pg_class AS c
+                WHERE c.oid = format('autoembed.%I', t)::regclass) THEN
+            EXECUTE format('ALTER TABLE autoembed.%I ENABLE ROW LEVEL SECURITY', t);
+        END IF;
+    END LOOP;
     PERFORM autoembed._create_term_stats_function(ver);
     PERFORM autoembed._grant_worker_version(ver, r.role) FROM autoembed._worker_roles() AS r;
     PERFORM autoembed._grant_searchers(v, ver);
@@ -154,7 +174,7 @@ $$;
 
 -- ------------------------------------------------------------------ workers
 --
--- Three roles (see README, "Security"):
+-- Three roles (docs/security.md):
 --   owner   installs autoembed and creates vectorizers (it owns the source
 --           tables or at least may create triggers on them);
 --   worker  runs `autoembed worker`: no superuser, no privilege on any source
@@ -222,14 +242,9 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON autoembed.%I, autoembed.%I TO %s',
         ver.embeddings_table, ver.stats_table, role);
     -- it embeds every row: its policies show it every chunk and posting
-    EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
-        autoembed._policy_name('worker', role), ver.embeddings_table);
-    EXECUTE format('CREATE POLICY %I ON autoembed.%I TO %s USING (true) WITH CHECK (true)',
-        autoembed._policy_name('worker', role), ver.embeddings_table, role);
-    EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
-        autoembed._policy_name('worker', role), ver.postings_table);
-    EXECUTE format('CREATE POLICY %I ON autoembed.%I TO %s USING (true) WITH CHECK (true)',
-        autoembed._policy_name('worker', role), ver.postings_table, role);
+    PERFORM autoembed._ensure_policy(t, autoembed._policy_name('worker', role),
+        format('TO %s USING (true) WITH CHECK (true)', role))
+    FROM unnest(ARRAY[ver.embeddings_table, ver.postings_table]) AS t;
 END
 $$;
 

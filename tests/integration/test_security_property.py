@@ -207,6 +207,10 @@ BOUND: dict[tuple[str, str], Recipe] = {
         sql.Literal(v.model_version_id)
     ),
     ("ordinal", "integer"): lambda v: sql.Literal(v.ordinal),
+    # a version table (here: to give PUBLIC a policy that shows every chunk)
+    ("tbl", "name"): lambda v: sql.SQL(
+        "(SELECT y.embeddings_table FROM autoembed.vectorizer_version AS y WHERE y.id = {})"
+    ).format(sql.Literal(v.version_id)),
 }
 
 # The strings a recipe puts into a call: the call may give them back.
@@ -279,6 +283,8 @@ FREE: dict[tuple[str, str], Recipe] = {
     ("value", "text"): _lit("x"),
     ("dblink_schema", "name"): _lit("public", "name"),
     ("reopen", "boolean"): _lit(False),
+    ("policy", "name"): _lit("everything", "name"),
+    ("definition", "text"): _lit("FOR SELECT TO PUBLIC USING (true)"),
 }
 
 # Where a parameter's name means something else in one function.
