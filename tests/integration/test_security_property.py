@@ -27,13 +27,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from autoembed.db import connect
+from autoembed.embedded import EmbeddedPostgres
 from autoembed.install import install
 from tests.conftest import drain
 from tests.integration.security_helpers import Conn, connect_as, query_vectors, roles
@@ -493,20 +497,54 @@ def _sweep(c: Conn, kind: str, versions: list[Version], functions: bool = True) 
 
 
 def _grant(conn: Conn, reader: str, worker: str | None) -> None:
-    """The reader: SELECT on docs, whose policy shows it tenant acme, and
-    grant_search on docs (not on memos). The worker: grant_worker."""
+    """The reader: SELECT on docs (its sessions set app.tenant, so the policy
+    shows it tenant acme) and grant_search on docs, not on memos. The worker:
+    grant_worker."""
     conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(reader)))
-    conn.execute(sql.SQL("ALTER ROLE {} SET app.tenant = 'acme'").format(sql.Identifier(reader)))
     conn.execute("SELECT autoembed.grant_search('docs', %s)", (reader,))
     if worker is not None:
         conn.execute("SELECT autoembed.grant_worker(%s)", (worker,))
 
 
-def test_no_role_reads_rows_it_could_not_select(
-    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+@contextmanager
+def _session(url: str, kind: str, role: str) -> Iterator[Conn]:
+    with connect_as(url, role) as c:
+        if kind == "reader":
+            c.execute("SET app.tenant = 'acme'")
+        yield c
+
+
+@pytest.fixture
+def ordinary_owner(pg_server: EmbeddedPostgres) -> Iterator[tuple[str, str]]:
+    """A database owned by a role that is not a superuser, autoembed installed
+    by that role (as on managed Postgres: a superuser created pgvector once).
+    Yields the database's URL (as the superuser) and the owner's name."""
+    owner = f"owner_{uuid.uuid4().hex[:10]}"
+    db = f"sec_{uuid.uuid4().hex[:10]}"
+    with connect(pg_server.url) as c:
+        c.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(owner)))
+        c.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(owner))
+        )
+    url = pg_server.url_for(db)
+    try:
+        with connect(url) as c:
+            c.execute("CREATE EXTENSION vector")
+        parts = urlsplit(url)
+        install(urlunsplit(parts._replace(netloc=f"{owner}@{parts.hostname or ''}")))
+        yield url, owner
+    finally:
+        with connect(pg_server.url) as c:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(owner)))
+
+
+def _property_holds(
+    owner_conn: Conn, admin: Conn, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with roles(conn, "reader", "worker", "nobody") as (reader, worker, nobody):
-        versions = _build(conn, db_url, monkeypatch, lambda: _grant(conn, reader, worker))
+    conn = owner_conn
+    with roles(admin, "reader", "worker", "nobody") as (reader, worker, nobody):
+        versions = _build(conn, url, monkeypatch, lambda: _grant(conn, reader, worker))
 
         # The test can see a leak: the owner reads every marker through
         # autoembed's relations.
@@ -515,7 +553,7 @@ def test_no_role_reads_rows_it_could_not_select(
 
         reports = {}
         for kind, role in (("reader", reader), ("worker", worker), ("nobody", nobody)):
-            with connect_as(db_url, role) as c:
+            with _session(url, kind, role) as c:
                 reports[kind] = _sweep(c, kind, versions)
         leaks = [x for r in reports.values() for x in r.leaks]
         assert leaks == [], "\n".join(leaks)
@@ -528,6 +566,26 @@ def test_no_role_reads_rows_it_could_not_select(
         )
         assert {A_BODY, B_BODY, B_KEY, C_BODY, C_KEY} <= reports["worker"].seen
         assert reports["nobody"].seen == set()
+
+
+def test_no_role_reads_rows_it_could_not_select(
+    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _property_holds(conn, conn, db_url, monkeypatch)
+
+
+def test_no_role_reads_rows_it_could_not_select_under_an_ordinary_owner(
+    ordinary_owner: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, where the owner of everything is not a superuser: it owns
+    the source tables and autoembed's, so no policy hides anything from it,
+    and nothing else changes."""
+    url, owner = ordinary_owner
+    with connect(url) as admin, connect_as(url, owner) as owner_conn:
+        assert owner_conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone() == (False,)
+        _property_holds(owner_conn, admin, url, monkeypatch)
 
 
 def test_an_install_closes_the_version_tables_of_earlier_releases(
@@ -559,13 +617,13 @@ def test_an_install_closes_the_version_tables_of_earlier_releases(
             conn.execute(
                 sql.SQL("DROP FUNCTION {}(int, text[])").format(sql.Identifier("autoembed", ver[3]))
             )
-        with connect_as(db_url, reader) as c:
+        with _session(db_url, "reader", reader) as c:
             before = _sweep(c, "reader", versions, functions=False)
         assert {B_BODY, B_KEY} <= before.seen  # the leak, as it was
 
         install(db_url)
 
-        with connect_as(db_url, reader) as c:
+        with _session(db_url, "reader", reader) as c:
             after = _sweep(c, "reader", versions, functions=False)
             hits = c.execute(
                 "SELECT pk ->> 'id' FROM autoembed.bm25_search('docs', %s, 10)", (PROBE,)
