@@ -88,12 +88,15 @@ BEGIN
         EXECUTE format('REVOKE ALL ON autoembed.%I FROM %s', ver.stats_table, who);
         EXECUTE format('GRANT EXECUTE ON FUNCTION autoembed.%I(int, text[]) TO %s',
             autoembed._term_stats_function(ver), who);
-        -- a chunk: when its source row is one the searcher may SELECT.
-        -- (OFFSET 0 keeps each check a probe of the source's key: without it
-        -- the planner may hash the whole visible source table once per
-        -- query, when a search reads only a few chunks through its index.)
+        -- a chunk: when its source row is one the searcher may SELECT, whole
+        -- (the row is named whole, so a role that may read only some columns,
+        -- the key say, gets a permission error, as from a search). OFFSET 0
+        -- keeps each check a probe of the source's key: without it the
+        -- planner may hash the whole visible source table once per query,
+        -- when a search reads only a few chunks through its index.
         PERFORM autoembed._ensure_policy(ver.embeddings_table, autoembed._policy_name('search', grantee),
-            format('FOR SELECT TO %s USING (EXISTS (SELECT FROM %s AS s WHERE %s OFFSET 0))',
+            format('FOR SELECT TO %s USING (EXISTS (SELECT FROM %s AS s WHERE %s '
+                   'AND pg_catalog.num_nulls(s) >= 0 OFFSET 0))',
                    who, v.source, autoembed._pk_join(v, 's', ver.embeddings_table)));
         -- a posting: when its chunk is one the searcher may see
         PERFORM autoembed._ensure_policy(ver.postings_table, autoembed._policy_name('search', grantee),

@@ -7,15 +7,16 @@ a column no vectorizer embeds, a second vectorizer on a table the reader may
 not read, a table no vectorizer touches, two versions of the first vectorizer
 (a campaign to another model) and a row that failed. Every value carries a
 marker word naming where it came from. Then, as a reader (grant_search, the
-policy shows it one tenant), a worker role (grant_worker) and a role with
-nothing but PUBLIC's privileges:
+policy shows it one tenant), a reader that may SELECT only the key and tenant
+columns, a worker role (grant_worker) and a role with nothing but PUBLIC's
+privileges, under a superuser owner and under an ordinary one:
 
 * every relation in autoembed's schemas is read whole (permission denied is
   fine);
 * every function there the role may execute is called, with arguments built
-  from its signature (RECIPES), once per vectorizer version where it takes
-  one; a function added later with a parameter no recipe knows fails the
-  test, naming it;
+  from its signature (BOUND, FREE, OVERRIDES), once per vectorizer version
+  where it takes one; a function added later with a parameter no recipe
+  knows fails the test, naming it;
 
 and no value returned, nor any error message, may hold a marker of a row the
 role could not SELECT. A value that only repeats the call's own arguments (a
@@ -56,6 +57,8 @@ EVERY_MARKER = (A_BODY, A_KEY, A_SECRET, B_BODY, B_KEY, B_SECRET, B_POISON, C_BO
 # no other table; PUBLIC reads nothing.
 FORBIDDEN = {
     "reader": (B_BODY, B_KEY, B_SECRET, B_POISON, C_BODY, C_KEY, VAULT),
+    # SELECT on docs' key and tenant columns only (and grant_search)
+    "keyonly": (A_BODY, A_SECRET, B_BODY, B_KEY, B_SECRET, B_POISON, C_BODY, C_KEY, VAULT),
     "worker": (A_SECRET, B_SECRET, VAULT),
     "nobody": EVERY_MARKER,
 }
@@ -496,12 +499,18 @@ def _sweep(c: Conn, kind: str, versions: list[Version], functions: bool = True) 
     return report
 
 
-def _grant(conn: Conn, reader: str, worker: str | None) -> None:
+def _grant(conn: Conn, reader: str, worker: str | None, keyonly: str | None = None) -> None:
     """The reader: SELECT on docs (its sessions set app.tenant, so the policy
     shows it tenant acme) and grant_search on docs, not on memos. The worker:
-    grant_worker."""
+    grant_worker. keyonly: as the reader, but SELECT on docs' id and tenant
+    columns only."""
     conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(reader)))
     conn.execute("SELECT autoembed.grant_search('docs', %s)", (reader,))
+    if keyonly is not None:
+        conn.execute(
+            sql.SQL("GRANT SELECT (id, tenant) ON docs TO {}").format(sql.Identifier(keyonly))
+        )
+        conn.execute("SELECT autoembed.grant_search('docs', %s)", (keyonly,))
     if worker is not None:
         conn.execute("SELECT autoembed.grant_worker(%s)", (worker,))
 
@@ -509,7 +518,7 @@ def _grant(conn: Conn, reader: str, worker: str | None) -> None:
 @contextmanager
 def _session(url: str, kind: str, role: str) -> Iterator[Conn]:
     with connect_as(url, role) as c:
-        if kind == "reader":
+        if kind in ("reader", "keyonly"):
             c.execute("SET app.tenant = 'acme'")
         yield c
 
@@ -543,8 +552,8 @@ def _property_holds(
     owner_conn: Conn, admin: Conn, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conn = owner_conn
-    with roles(admin, "reader", "worker", "nobody") as (reader, worker, nobody):
-        versions = _build(conn, url, monkeypatch, lambda: _grant(conn, reader, worker))
+    with roles(admin, "reader", "worker", "nobody", "keyonly") as (reader, worker, nobody, keyonly):
+        versions = _build(conn, url, monkeypatch, lambda: _grant(conn, reader, worker, keyonly))
 
         # The test can see a leak: the owner reads every marker through
         # autoembed's relations.
@@ -552,7 +561,13 @@ def _property_holds(
         assert {B_BODY, B_KEY, C_BODY, C_KEY} <= owner.seen, owner.seen
 
         reports = {}
-        for kind, role in (("reader", reader), ("worker", worker), ("nobody", nobody)):
+        sessions = (
+            ("reader", reader),
+            ("worker", worker),
+            ("nobody", nobody),
+            ("keyonly", keyonly),
+        )
+        for kind, role in sessions:
             with _session(url, kind, role) as c:
                 reports[kind] = _sweep(c, kind, versions)
         leaks = [x for r in reports.values() for x in r.leaks]
@@ -630,3 +645,24 @@ def test_an_install_closes_the_version_tables_of_earlier_releases(
             ).fetchall()
         assert after.leaks == [], "\n".join(after.leaks)
         assert sorted(h[0] for h in hits) == [f"{A_KEY}{i}" for i in range(1, 4)]
+
+
+def test_a_searched_source_table_is_dropped_with_cascade_only(conn: Conn, db_url: str) -> None:
+    """Searchers' policies name the source table: dropping it needs CASCADE
+    (which drops the policies, so nobody but the owner sees the chunks),
+    and the vectorizer can then be dropped as ever."""
+    conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO docs VALUES (1, 'a note')")
+    conn.execute("SELECT autoembed.create_vectorizer('docs', ARRAY['body'], model => 'hash:16')")
+    drain(db_url)
+    with roles(conn, "reader") as (reader,):
+        conn.execute("SELECT autoembed.grant_search('docs', %s)", (reader,))
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+            conn.execute("DROP TABLE docs")
+        conn.execute("DROP TABLE docs CASCADE")
+        with connect_as(db_url, reader) as c:
+            assert c.execute("SELECT count(*) FROM autoembed.docs_embeddings_v1").fetchone() == (0,)
+        conn.execute("SELECT autoembed.drop_vectorizer('docs')")
+        assert conn.execute("SELECT to_regclass('autoembed.docs_embeddings_v1')").fetchone() == (
+            None,
+        )
