@@ -26,6 +26,7 @@ query echoed back) is not a leak.
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -666,3 +667,47 @@ def test_a_searched_source_table_is_dropped_with_cascade_only(conn: Conn, db_url
         assert conn.execute("SELECT to_regclass('autoembed.docs_embeddings_v1')").fetchone() == (
             None,
         )
+
+
+def test_a_reader_gets_the_owners_results_less_the_rows_it_cannot_see(
+    conn: Conn, db_url: str
+) -> None:
+    """The policies change what a reader sees, not how it is ranked: its
+    BM25 and semantic results are the owner's (same order, same scores), less
+    the other tenant's rows, BM25's statistics counted over every row. (BM25
+    is exact at any k; semantic search is compared over every row, where the
+    HNSW walk misses nothing.)"""
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(60)]
+    conn.execute("CREATE TABLE notes (id int PRIMARY KEY, tenant text NOT NULL, body text)")
+    with conn.cursor().copy("COPY notes FROM STDIN") as copy:
+        for i in range(1, 401):
+            copy.write_row((i, "acme" if i % 3 else "globex", " ".join(rng.choices(vocab, k=15))))
+    conn.execute("SELECT autoembed.create_vectorizer('notes', ARRAY['body'], model => 'hash:32')")
+    drain(db_url)
+    conn.execute("ALTER TABLE notes ENABLE ROW LEVEL SECURITY")
+    conn.execute(
+        "CREATE POLICY tenant_rows ON notes FOR SELECT "
+        "USING (tenant = current_setting('app.tenant', true))"
+    )
+    acme = {i for i in range(1, 401) if i % 3}
+    queries = [" ".join(rng.sample(vocab, 3)) for _ in range(10)]
+    vectors = query_vectors(queries, 32)
+    bm25 = "SELECT (pk ->> 'id')::int, score FROM autoembed.bm25_search('notes', %s, %s)"
+    semantic = "SELECT (pk ->> 'id')::int, score FROM autoembed.search('notes', %s, %s)"
+
+    def results(c: Conn, call: str, args: list[Any], k: int) -> list[list[tuple[int, float]]]:
+        return [[(r[0], r[1]) for r in c.execute(call, (a, k))] for a in args]
+
+    with roles(conn, "reader") as (reader,):
+        conn.execute(sql.SQL("GRANT SELECT ON notes TO {}").format(sql.Identifier(reader)))
+        conn.execute("SELECT autoembed.grant_search('notes', %s)", (reader,))
+        owner = results(conn, bm25, queries, 400) + results(conn, semantic, vectors, 400)
+        with _session(db_url, "reader", reader) as c:
+            mine = results(c, bm25, queries, 400) + results(c, semantic, vectors, 400)
+            top = results(c, bm25, queries, 5)
+    expected = [[(i, s) for i, s in o if i in acme] for o in owner]
+    assert all({i for i, _ in o} - acme for o in owner)  # the owner sees the other tenant
+    assert all(len(e) >= 5 for e in expected)
+    assert mine == expected
+    assert top == [e[:5] for e in expected[: len(queries)]]
