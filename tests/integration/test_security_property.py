@@ -42,7 +42,7 @@ from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres
 from autoembed.install import install
 from tests.conftest import drain
-from tests.integration.security_helpers import Conn, connect_as, query_vectors, roles
+from tests.integration.security_helpers import Conn, connect_as, query_vectors, roles, url_as
 
 # Marker words: letters only, ending so that no stemmer shortens them.
 A_BODY, A_KEY, A_SECRET = "tntabodyqzx", "tntakeyqzx", "tntsecretaqzx"
@@ -711,3 +711,28 @@ def test_a_reader_gets_the_owners_results_less_the_rows_it_cannot_see(
     assert all(len(e) >= 5 for e in expected)
     assert mine == expected
     assert top == [e[:5] for e in expected[: len(queries)]]
+
+
+def test_search_granted_to_public_works_like_a_grant_to_a_role(conn: Conn, db_url: str) -> None:
+    """The view granted to PUBLIC by hand: a new version's policy for PUBLIC
+    shows every role the chunks of the rows it may SELECT (none without
+    SELECT on the source: a permission error), and the worker role, a member
+    of PUBLIC that may not read the source, still embeds it."""
+    conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO docs SELECT i, 'note ' || i FROM generate_series(1, 20) AS i")
+    conn.execute("SELECT autoembed.create_vectorizer('docs', ARRAY['body'], model => 'hash:16')")
+    conn.execute("GRANT SELECT ON autoembed.docs_embeddings TO PUBLIC")
+    with roles(conn, "worker", "reader", "anyone") as (worker, reader, anyone):
+        conn.execute("SELECT autoembed.grant_worker(%s)", (worker,))
+        conn.execute("SELECT autoembed.set_model('docs', 'hash:24')")
+        stats = drain(url_as(db_url, worker))
+        assert (stats.written, stats.failed) == (40, 0)
+        conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(reader)))
+        with connect_as(db_url, reader) as c:
+            n = c.execute("SELECT count(*) FROM autoembed.docs_embeddings_v2").fetchone()
+        assert n == (20,)
+        with (
+            connect_as(db_url, anyone) as c,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="table docs"),
+        ):
+            c.execute("SELECT count(*) FROM autoembed.docs_embeddings_v2")
