@@ -9,8 +9,9 @@
 -- Named <vectorizer>_<kind>_v<ordinal>. Dropping a version drops them.
 
 -- The row a version is recorded by, and its tables, for a vectorizer that
--- exists: the next ordinal, named objects, grants for the worker roles and
--- for every role that may search the vectorizer. Returns the version.
+-- exists: the next ordinal, named objects, grants and row-level security
+-- policies for the worker roles and for every role that may search the
+-- vectorizer (080_grants.sql). Returns the version.
 CREATE OR REPLACE FUNCTION autoembed._add_version(
     v autoembed.vectorizer, model text, dimensions int, state text, activate text DEFAULT 'auto')
 RETURNS autoembed.vectorizer_version
@@ -44,8 +45,7 @@ BEGIN
     RETURNING * INTO ver;
     PERFORM autoembed._create_version_tables(v, ver);
     PERFORM autoembed._create_bm25_tables(v, ver);
-    PERFORM autoembed._grant_worker_version(ver, r.role) FROM autoembed._worker_roles() AS r;
-    PERFORM autoembed._grant_searchers(v, ver);
+    PERFORM autoembed._secure_version(v, ver);
     RETURN ver;
 END
 $$;
@@ -113,5 +113,6 @@ AS $$
 BEGIN
     EXECUTE format('DROP TABLE IF EXISTS autoembed.%I, autoembed.%I, autoembed.%I, autoembed.%I',
         ver.queue_table, ver.embeddings_table, ver.postings_table, ver.stats_table);
+    EXECUTE format('DROP FUNCTION IF EXISTS autoembed.%I(int, text[])', autoembed._term_stats_function(ver));
 END
 $$;

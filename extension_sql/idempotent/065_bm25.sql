@@ -47,6 +47,56 @@ BEGIN
 END
 $$;
 
+-- A version's term statistics, the only way a searcher reaches them: for
+-- model version $1, the collection (term '': chunks and their total length)
+-- and the number of chunks holding each of the given terms (docs; length
+-- NULL). SECURITY DEFINER, owned by the owner of the version's tables: it
+-- returns counts of the terms asked for, never a list of the terms there are
+-- (searchers may not read the statistics table itself). Made with the
+-- version (080_grants.sql: autoembed._secure_version); its grantees are the
+-- vectorizer's searchers.
+CREATE OR REPLACE FUNCTION autoembed._term_stats_function(ver autoembed.vectorizer_version)
+RETURNS name
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT autoembed._derived_name(ver.stats_table, '_terms')
+$$;
+
+CREATE OR REPLACE FUNCTION autoembed._create_term_stats_function(ver autoembed.vectorizer_version)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn name := autoembed._term_stats_function(ver);
+    table_owner regrole := (SELECT c.relowner::regrole FROM pg_class AS c
+                            WHERE c.oid = format('autoembed.%I', ver.stats_table)::regclass);
+BEGIN
+    -- The body is passed as a string literal (%L), never dollar-quoted:
+    -- a quoted identifier may contain any dollar-quote tag.
+    EXECUTE format($f$
+CREATE OR REPLACE FUNCTION autoembed.%1$I(model_version_id int, terms text[])
+RETURNS TABLE (term text, docs float8, length float8)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS %2$L
+$f$, fn, format($b$
+    SELECT '', sum(s.docs)::float8, sum(s.length)::float8
+    FROM autoembed.%1$I AS s WHERE s.model_version_id = $1 AND s.term = ''
+    UNION ALL
+    SELECT t.term, (SELECT sum(s.docs)::float8 FROM autoembed.%1$I AS s
+                    WHERE s.model_version_id = $1 AND s.term = t.term), NULL
+    FROM (SELECT DISTINCT u.term FROM pg_catalog.unnest($2) AS u(term) WHERE u.term <> '') AS t
+$b$, ver.stats_table));
+    EXECUTE format('REVOKE ALL ON FUNCTION autoembed.%I(int, text[]) FROM PUBLIC', fn);
+    IF (SELECT p.proowner FROM pg_proc AS p
+        WHERE p.oid = format('autoembed.%I(int, text[])', fn)::regprocedure) <> table_owner THEN
+        EXECUTE format('ALTER FUNCTION autoembed.%I(int, text[]) OWNER TO %s', fn, table_owner);
+    END IF;
+END
+$$;
+
 -- SQL text: the impact of posting p for k1, b and reference average length
 -- given as parameter numbers.
 CREATE OR REPLACE FUNCTION autoembed._impact_expr(k1_param int, b_param int, ref_param int)
@@ -219,7 +269,7 @@ $$;
 -- SQL text of the CTEs every BM25 query of version ver starts with, for query
 -- text $1 and model version $2: q (the query's lexemes and their counts), coll
 -- (N and avgdl) and weights (each lexeme's qtf * idf, for lexemes in the
--- collection).
+-- collection), from the version's term statistics function.
 CREATE OR REPLACE FUNCTION autoembed._bm25_weights(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -229,17 +279,16 @@ AS $$
         q AS (
             SELECT l.lexeme AS term, cardinality(l.positions)::float8 AS qtf
             FROM unnest(to_tsvector(%1$L::regconfig, $1)) AS l
+        ), stats AS MATERIALIZED (
+            SELECT * FROM autoembed.%2$I($2, ARRAY(SELECT q.term FROM q))
         ), coll AS (
-            SELECT sum(s.docs)::float8 AS n, sum(s.length)::float8 / nullif(sum(s.docs), 0) AS avgdl
-            FROM autoembed.%2$I AS s WHERE s.model_version_id = $2 AND s.term = ''
+            SELECT s.docs AS n, s.length / nullif(s.docs, 0) AS avgdl FROM stats AS s WHERE s.term = ''
         ), weights AS (
             SELECT q.term, q.qtf * ln(1 + (coll.n - d.df + 0.5) / (d.df + 0.5)) AS w, d.df
             FROM q CROSS JOIN coll
-            CROSS JOIN LATERAL (
-                SELECT sum(s.docs)::float8 AS df FROM autoembed.%2$I AS s
-                WHERE s.model_version_id = $2 AND s.term = q.term) AS d
+            JOIN (SELECT s.term, s.docs AS df FROM stats AS s WHERE s.term <> '') AS d ON d.term = q.term
             WHERE d.df > 0
-        )$q$, v.ts_config, ver.stats_table)
+        )$q$, v.ts_config, autoembed._term_stats_function(ver))
 $$;
 
 -- The highest BM25 score any chunk could reach for query: the sum of its
@@ -409,11 +458,15 @@ BEGIN
             -- (benchmarks/latency.py), flat within a few ms around these
             USING query, ver.model_version_id, v.bm25_k1, v.bm25_b, 30, want, ver.bm25_ref_avgdl,
                   4000, 0.6, 4;
-        -- their rows, best chunk per row, those the caller may see
+        -- their rows, best chunk per row, those the caller may see (the
+        -- chunk ids typed first: a join on an expression of the jsonb could
+        -- not probe the chunk_id index of a table under row-level security)
         EXECUTE autoembed._rank_hits(v, format($q$
-                SELECT %1$s, e.chunk_no, e.chunk, (t.hit ->> 1)::float8 AS score
-                FROM jsonb_array_elements($1) AS t(hit)
-                JOIN autoembed.%2$I AS e ON e.chunk_id = (t.hit ->> 0)::bigint
+                WITH t AS MATERIALIZED (
+                    SELECT (h ->> 0)::bigint AS chunk_id, (h ->> 1)::float8 AS score
+                    FROM jsonb_array_elements($1) AS h)
+                SELECT %1$s, e.chunk_no, e.chunk, t.score
+                FROM t JOIN autoembed.%2$I AS e ON e.chunk_id = t.chunk_id
                 WHERE %3$s
                 $q$, autoembed._pk_fragment(v, 'e.%1$I'), ver.embeddings_table,
                 autoembed._visible(v, 'e', 2)),

@@ -1,21 +1,30 @@
--- Privileges on autoembed's own objects.
+-- Privileges on autoembed's own objects (docs/security.md).
+--
+-- The property: no role reads, through anything autoembed creates, the
+-- text, chunks, lexemes or keys of source rows it could not SELECT itself
+-- (tests/integration/test_security_property.py).
 --
 -- The catalog is readable by everyone, like pg_catalog: search functions run
--- as the caller and must look up a vectorizer by name. What a caller may
--- read of the data is decided by the source table's privileges and row-level
--- security (search joins back to it) and by grants on each vectorizer's
--- embeddings table, which PUBLIC does not get.
+-- as the caller and must look up a vectorizer by name; it holds names and
+-- settings, no row data. A version's chunks and BM25 postings are under
+-- row-level security: a searcher's policy shows it the chunks of the source
+-- rows it can SELECT itself (the source table's privileges and row-level
+-- security, applied as the searcher), a worker's shows it all of them (it
+-- embeds them), a role with neither sees none; their owner is not subject to
+-- it. BM25 statistics are read only through the version's term statistics
+-- function (N, avgdl and the document frequency of given terms).
 GRANT USAGE ON SCHEMA autoembed TO PUBLIC;
 GRANT SELECT ON autoembed.model, autoembed.model_version, autoembed.vectorizer,
                 autoembed.vectorizer_version TO PUBLIC;
 
 -- Let a role search a vectorizer: SELECT on the view of its active chunks
--- and on every version's embeddings, BM25 postings and statistics (and on
--- those of versions made later: their grantees are the view's). What the
--- role then sees is still limited by its own privileges and row-level
--- security on the source table (searches join back to it). BM25 statistics
--- (N, df, avgdl) are computed over all rows, like a search engine's index
--- statistics.
+-- and on every version's embeddings and BM25 postings, with the row-level
+-- security policy that shows it only the chunks of source rows it may
+-- SELECT, and the versions' term statistics (and the same on versions made
+-- later: their grantees are the view's). BM25 statistics (N, df, avgdl) are
+-- computed over all rows, like a search engine's index statistics: the one
+-- thing a searcher learns of rows it cannot see is how many chunks hold a
+-- word it asks for (docs/security.md).
 CREATE OR REPLACE FUNCTION autoembed.grant_search(name text, role regrole)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -47,38 +56,128 @@ BEGIN
     END IF;
     EXECUTE format('REVOKE SELECT ON autoembed.%I FROM %s', v.embeddings_table, role);
     FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id LOOP
-        EXECUTE format('REVOKE SELECT ON autoembed.%I, autoembed.%I, autoembed.%I FROM %s',
-            ver.embeddings_table, ver.postings_table, ver.stats_table, role);
+        PERFORM autoembed._revoke_searcher(ver, role);
     END LOOP;
 END
 $$;
 
--- SELECT on a version's tables for every role that may search the
--- vectorizer (the grantees of its view, owner aside).
+-- What every role that may search the vectorizer (the grantees of its view,
+-- owner aside) gets of a version: SELECT on its chunks and postings, the
+-- policies that show it the chunks of the source rows it may SELECT, and
+-- its term statistics.
 CREATE OR REPLACE FUNCTION autoembed._grant_searchers(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    grantee regrole;
+    grantee oid;
+    who text;
 BEGIN
     FOR grantee IN
-        SELECT DISTINCT a.grantee::regrole
+        SELECT DISTINCT a.grantee
         FROM pg_class AS c CROSS JOIN LATERAL aclexplode(c.relacl) AS a
         WHERE c.oid = to_regclass(format('autoembed.%I', v.embeddings_table))
           AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
     LOOP
-        EXECUTE format('GRANT SELECT ON autoembed.%I, autoembed.%I, autoembed.%I TO %s',
-            ver.embeddings_table, ver.postings_table, ver.stats_table,
-            CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE grantee::text END);
+        who := CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE grantee::regrole::text END;
+        EXECUTE format('GRANT SELECT ON autoembed.%I, autoembed.%I TO %s',
+            ver.embeddings_table, ver.postings_table, who);
+        -- the statistics only through the function (searchers of earlier
+        -- releases had SELECT on them)
+        EXECUTE format('REVOKE ALL ON autoembed.%I FROM %s', ver.stats_table, who);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION autoembed.%I(int, text[]) TO %s',
+            autoembed._term_stats_function(ver), who);
+        -- a chunk: when its source row is one the searcher may SELECT, whole
+        -- (the row is named whole, so a role that may read only some columns,
+        -- the key say, gets a permission error, as from a search). OFFSET 0
+        -- keeps each check a probe of the source's key: without it the
+        -- planner may hash the whole visible source table once per query,
+        -- when a search reads only a few chunks through its index.
+        PERFORM autoembed._ensure_policy(ver.embeddings_table, autoembed._policy_name('search', grantee),
+            format('FOR SELECT TO %s USING (EXISTS (SELECT FROM %s AS s WHERE %s '
+                   'AND pg_catalog.num_nulls(s) >= 0 OFFSET 0))',
+                   who, v.source, autoembed._pk_join(v, 's', ver.embeddings_table)));
+        -- a posting: when its chunk is one the searcher may see
+        PERFORM autoembed._ensure_policy(ver.postings_table, autoembed._policy_name('search', grantee),
+            format('FOR SELECT TO %s USING (EXISTS (SELECT FROM autoembed.%I AS e '
+                   'WHERE e.chunk_id = %I.chunk_id OFFSET 0))',
+                   who, ver.embeddings_table, ver.postings_table));
     END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION autoembed._revoke_searcher(ver autoembed.vectorizer_version, role regrole)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE SELECT ON autoembed.%I, autoembed.%I, autoembed.%I FROM %s',
+        ver.embeddings_table, ver.postings_table, ver.stats_table, role);
+    EXECUTE format('REVOKE ALL ON FUNCTION autoembed.%I(int, text[]) FROM %s',
+        autoembed._term_stats_function(ver), role);
+    EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
+        autoembed._policy_name('search', role), ver.embeddings_table);
+    EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
+        autoembed._policy_name('search', role), ver.postings_table);
+END
+$$;
+
+-- CREATE POLICY name ON autoembed.<tbl> <definition>, unless the table has
+-- a policy of that name (installs re-run this: CREATE POLICY locks the table
+-- against every reader, so it is not made anew each time).
+CREATE OR REPLACE FUNCTION autoembed._ensure_policy(tbl name, policy name, definition text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_policy AS p
+                   WHERE p.polrelid = format('autoembed.%I', tbl)::regclass AND p.polname = policy) THEN
+        EXECUTE format('CREATE POLICY %I ON autoembed.%I %s', policy, tbl, definition);
+    END IF;
+END
+$$;
+
+-- The name of a role's policy of one kind (search, worker) on a version's
+-- tables: by the role's oid (0: PUBLIC), so a renamed role keeps it.
+CREATE OR REPLACE FUNCTION autoembed._policy_name(kind text, role oid)
+RETURNS name
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('autoembed_%s_%s', kind, role)::name
+$$;
+
+-- Everything that keeps a version's data to those allowed to read it, made
+-- with the version and anew by every install (idempotent): row-level
+-- security on its chunks and postings, its term statistics function, and
+-- the grants and policies of the worker roles and of the vectorizer's
+-- searchers. Run as the owner of the version's tables.
+CREATE OR REPLACE FUNCTION autoembed._secure_version(v autoembed.vectorizer, ver autoembed.vectorizer_version)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t name;
+BEGIN
+    FOREACH t IN ARRAY ARRAY[ver.embeddings_table, ver.postings_table] LOOP
+        IF NOT (SELECT c.relrowsecurity FROM pg_class AS c
+                WHERE c.oid = format('autoembed.%I', t)::regclass) THEN
+            EXECUTE format('ALTER TABLE autoembed.%I ENABLE ROW LEVEL SECURITY', t);
+        END IF;
+    END LOOP;
+    PERFORM autoembed._create_term_stats_function(ver);
+    PERFORM autoembed._grant_worker_version(ver, r.role) FROM autoembed._worker_roles() AS r;
+    PERFORM autoembed._grant_searchers(v, ver);
 END
 $$;
 
 -- ------------------------------------------------------------------ workers
 --
--- Three roles (see README, "Security"):
+-- Three roles (docs/security.md):
 --   owner   installs autoembed and creates vectorizers (it owns the source
 --           tables or at least may create triggers on them);
 --   worker  runs `autoembed worker`: no superuser, no privilege on any source
@@ -145,6 +244,10 @@ BEGIN
         ver.queue_table, ver.postings_table, role);
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON autoembed.%I, autoembed.%I TO %s',
         ver.embeddings_table, ver.stats_table, role);
+    -- it embeds every row: its policies show it every chunk and posting
+    PERFORM autoembed._ensure_policy(t, autoembed._policy_name('worker', role),
+        format('TO %s USING (true) WITH CHECK (true)', role))
+    FROM unnest(ARRAY[ver.embeddings_table, ver.postings_table]) AS t;
 END
 $$;
 
@@ -196,6 +299,10 @@ BEGIN
         FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id LOOP
             EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I, autoembed.%I, autoembed.%I FROM %s',
                 ver.queue_table, ver.embeddings_table, ver.postings_table, ver.stats_table, role);
+            EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
+                autoembed._policy_name('worker', role), ver.embeddings_table);
+            EXECUTE format('DROP POLICY IF EXISTS %I ON autoembed.%I',
+                autoembed._policy_name('worker', role), ver.postings_table);
         END LOOP;
     END LOOP;
     EXECUTE format('REVOKE UPDATE (%s) ON autoembed.vectorizer FROM %s', autoembed._worker_columns(), role);

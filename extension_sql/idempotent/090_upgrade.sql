@@ -2,8 +2,10 @@
 -- every install; an upgrade gives what a fresh create_vectorizer gives):
 -- its sync trigger functions and triggers, source reader and view of the active version
 -- are made anew from the catalog, owned (like the originals) by the role
--- that created the vectorizer; and every worker role gets what this
--- release's workers need (new catalog columns, views made anew).
+-- that created the vectorizer; every version gets its row-level security,
+-- term statistics function and policies (080_grants.sql: _secure_version);
+-- and every worker role gets what this release's workers need (new catalog
+-- columns, views made anew).
 DO $upgrade$
 DECLARE
     v autoembed.vectorizer;
@@ -20,23 +22,17 @@ BEGIN
             pg_catalog.format('autoembed.%I(jsonb, boolean)', autoembed._source_function(v))) IS NOT NULL;
         BEGIN
             PERFORM autoembed._render_vectorizer(v);
-            -- A 0.1.0 vectorizer's searchers were granted its embeddings
-            -- table, which became version 1's: they get the view too (a
-            -- worker's grant there includes INSERT; a searcher's does not).
-            FOR searcher IN
-                SELECT a.grantee
-                FROM autoembed.vectorizer_version AS ver
-                JOIN pg_catalog.pg_class AS c
-                  ON c.oid = pg_catalog.to_regclass(pg_catalog.format('autoembed.%I', ver.embeddings_table))
-                CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
-                WHERE ver.vectorizer_id = v.id AND a.grantee <> c.relowner
-                GROUP BY a.grantee
-                HAVING pg_catalog.bool_or(a.privilege_type = 'SELECT')
-                   AND NOT pg_catalog.bool_or(a.privilege_type = 'INSERT')
-            LOOP
-                EXECUTE pg_catalog.format('GRANT SELECT ON autoembed.%I TO %s', v.embeddings_table,
-                    CASE WHEN searcher = 0 THEN 'PUBLIC' ELSE searcher::regrole::text END);
-            END LOOP;
+            IF pg_catalog.to_regclass('autoembed._searchers_0_1_0') IS NOT NULL THEN
+                FOR searcher IN
+                    EXECUTE 'SELECT grantee FROM autoembed._searchers_0_1_0 WHERE vectorizer_id = $1'
+                    USING v.id
+                LOOP
+                    EXECUTE pg_catalog.format('GRANT SELECT ON autoembed.%I TO %s', v.embeddings_table,
+                        CASE WHEN searcher = 0 THEN 'PUBLIC' ELSE searcher::regrole::text END);
+                END LOOP;
+            END IF;
+            PERFORM autoembed._secure_version(v, ver)
+            FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
             IF creator IS NOT NULL AND creator <> current_user::regrole THEN
                 EXECUTE pg_catalog.format('ALTER FUNCTION autoembed.%I(jsonb, boolean) OWNER TO %I',
                                           autoembed._source_function(v), creator);
@@ -53,6 +49,7 @@ BEGIN
             RAISE NOTICE 'autoembed: vectorizer "%" got its source reader', v.name;
         END IF;
     END LOOP;
+    DROP TABLE IF EXISTS autoembed._searchers_0_1_0;
     FOR worker IN SELECT r.role FROM autoembed._worker_roles() AS r LOOP
         PERFORM autoembed.grant_worker(worker);
     END LOOP;

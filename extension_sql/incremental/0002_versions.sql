@@ -41,6 +41,21 @@ CREATE UNIQUE INDEX vectorizer_version_one_active
 CREATE UNIQUE INDEX vectorizer_version_one_building
     ON autoembed.vectorizer_version (vectorizer_id) WHERE state = 'building';
 
+-- Who may search each 0.1.0 vectorizer: the grantees of SELECT (without
+-- INSERT, which workers have) on its embeddings table. The next install
+-- (090_upgrade.sql) grants them the view that takes that table's name, which
+-- makes them its searchers, and drops this table.
+CREATE TABLE autoembed._searchers_0_1_0 AS
+SELECT v.id AS vectorizer_id, a.grantee
+FROM autoembed.vectorizer AS v
+JOIN pg_catalog.pg_class AS c
+  ON c.oid = pg_catalog.to_regclass(pg_catalog.format('autoembed.%I', v.embeddings_table))
+CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+WHERE a.grantee <> c.relowner
+GROUP BY v.id, a.grantee
+HAVING pg_catalog.bool_or(a.privilege_type = 'SELECT')
+   AND NOT pg_catalog.bool_or(a.privilege_type = 'INSERT');
+
 -- Vectorizers made by 0.1.0: their tables become version 1, renamed as
 -- every version's are (<name>_queue_v1, ...); the name <name>_embeddings
 -- passes to the view of the active version (made by every install).

@@ -40,6 +40,7 @@ def install(url: str) -> str:
     engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
     try:
         with _process_lock, engine.begin() as conn:
+            _load_pgvector(conn)
             command.upgrade(alembic_config(conn), "head")
             rev = conn.exec_driver_sql(
                 "SELECT version_num FROM autoembed.alembic_version"
@@ -48,6 +49,20 @@ def install(url: str) -> str:
     finally:
         engine.dispose()
     return str(rev)
+
+
+def _load_pgvector(conn: sa.Connection) -> None:
+    """Load pgvector's library into this session when the extension exists
+    (its type's input function does), so that its settings are defined:
+    search functions SET hnsw.iterative_scan, and only a superuser may name a
+    setting of a library the session has not loaded."""
+    conn.exec_driver_sql(
+        "DO $load$ DECLARE t regtype; BEGIN "
+        "SELECT x.oid::regtype INTO t FROM pg_catalog.pg_type AS x "
+        "JOIN pg_catalog.pg_extension AS e ON e.extnamespace = x.typnamespace "
+        "WHERE e.extname = 'vector' AND x.typname = 'vector'; "
+        "IF t IS NOT NULL THEN EXECUTE 'SELECT ''[1]''::' || t::text; END IF; END $load$"
+    )
 
 
 def try_dblink(conn: sa.Connection) -> bool:

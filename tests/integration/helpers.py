@@ -249,18 +249,6 @@ def ids(hits: Sequence[Hit]) -> list[Any]:
     return [h.id for h in hits]
 
 
-def grant_tables(conn: Conn, role: str, name: str, tables: Sequence[str]) -> None:
-    """GRANT SELECT on some of the tables of vectorizer ``name``'s active
-    version (``embeddings``, ``postings``, ``stats``) to ``role``."""
-    version = active_version(conn, name)
-    for table in (version[f"{t}_table"] for t in tables):
-        conn.execute(
-            sql.SQL("GRANT SELECT ON {} TO {}").format(
-                sql.Identifier("autoembed", table), sql.Identifier(role)
-            )
-        )
-
-
 class QueryServiceThread:
     """The query service (text queries from SQL) in a thread of this process."""
 

@@ -25,7 +25,6 @@ from tests.integration.helpers import (
     call_search,
     count,
     create_vectorizer,
-    grant_tables,
     ids,
     make_texts,
     scratch_database,
@@ -481,7 +480,7 @@ def test_bm25_search_without_select_on_the_source_table_is_refused(
     conn: Conn, db_url: str, searcher: str
 ) -> None:
     make_three(conn, db_url)
-    grant_tables(conn, searcher, "docs", ["embeddings", "postings", "stats"])
+    conn.execute("SELECT autoembed.grant_search('docs', %s)", (searcher,))
     _as(conn, searcher)
 
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="table docs"):
@@ -514,7 +513,7 @@ def test_bm25_search_never_returns_rows_hidden_by_row_level_security(
     ]
     make_texts(conn, texts)
     drain(db_url)
-    grant_tables(conn, searcher, "docs", ["embeddings", "postings", "stats"])
+    conn.execute("SELECT autoembed.grant_search('docs', %s)", (searcher,))
     conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(searcher)))
     conn.execute("ALTER TABLE docs ENABLE ROW LEVEL SECURITY")
     conn.execute("CREATE POLICY only_public ON docs FOR SELECT USING (body LIKE 'public%')")

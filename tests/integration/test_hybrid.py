@@ -23,7 +23,6 @@ from tests.conftest import drain
 from tests.integration.helpers import (
     Hit,
     call_search,
-    grant_tables,
     ids,
     make_texts,
     scratch_database,
@@ -300,7 +299,7 @@ def test_rows_hidden_by_row_level_security_never_appear(
 ) -> None:
     make_texts(conn, ROWS, categories=CATEGORIES, model=f"hash:{DIMS}")
     drain(db_url)
-    grant_tables(conn, searcher, "docs", ["embeddings", "postings", "stats"])
+    conn.execute("SELECT autoembed.grant_search('docs', %s)", (searcher,))
     conn.execute(sql.SQL("GRANT SELECT ON docs TO {}").format(sql.Identifier(searcher)))
     conn.execute("ALTER TABLE docs ENABLE ROW LEVEL SECURITY")
     conn.execute("CREATE POLICY only_odd ON docs FOR SELECT USING (category = 'odd')")
