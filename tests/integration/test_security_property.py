@@ -215,6 +215,12 @@ BOUND: dict[tuple[str, str], Recipe] = {
         sql.Literal(v.model_version_id)
     ),
     ("ordinal", "integer"): lambda v: sql.Literal(v.ordinal),
+    # one row's key, as each overload of similar() and wait_embedded() takes it
+    ("key", "jsonb"): lambda v: sql.SQL("{}::jsonb").format(
+        sql.Literal(json.dumps(json.loads(v.keys)[0]))
+    ),
+    ("key", "text"): lambda v: sql.Literal(json.dumps(json.loads(v.keys)[0])),
+    ("key", "anyelement"): lambda v: sql.Literal(json.loads(v.keys)[0]["id"]),
     # a version table (here: to give PUBLIC a policy that shows every chunk)
     ("tbl", "name"): lambda v: sql.SQL(
         "(SELECT y.embeddings_table FROM autoembed.vectorizer_version AS y WHERE y.id = {})"
@@ -228,6 +234,9 @@ ECHOES: dict[tuple[str, str], Callable[[Version], list[str]]] = {
     ("terms", "text[]"): lambda _: PROBE.split(),
     ("keys", "jsonb"): lambda v: [k["id"] for k in json.loads(v.keys)],
     ("items", "jsonb"): lambda v: [k["id"] for k in json.loads(v.keys)],
+    ("key", "jsonb"): lambda v: [json.loads(v.keys)[0]["id"]],
+    ("key", "text"): lambda v: [json.loads(v.keys)[0]["id"]],
+    ("key", "anyelement"): lambda v: [json.loads(v.keys)[0]["id"]],
 }
 
 FREE: dict[tuple[str, str], Recipe] = {
@@ -238,6 +247,9 @@ FREE: dict[tuple[str, str], Recipe] = {
     ("n", "integer"): _lit(100),
     ("batch_size", "integer"): _lit(100),
     ("lease", "interval"): _lit("1 minute", "interval"),
+    ("lease_until", "timestamp with time zone"): _lit("2100-01-01", "timestamptz"),
+    ("up_to", "xid8"): lambda _: sql.SQL("pg_snapshot_xmax(pg_current_snapshot())"),
+    ("timeout", "interval"): _lit("0", "interval"),
     ("claim_token", "uuid"): _lit(str(uuid.UUID(int=7)), "uuid"),
     ("errors", "text[]"): _lit(["failed"], "text[]"),
     ("error", "text"): _lit("failed"),
