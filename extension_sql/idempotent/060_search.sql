@@ -105,6 +105,7 @@ DECLARE
     old_ef text := current_setting('hnsw.ef_search', true);
 BEGIN
     PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_privilege(v, ver, false);
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION 'autoembed: query_embedding must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

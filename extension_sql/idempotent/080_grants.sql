@@ -53,6 +53,53 @@ BEGIN
 END
 $$;
 
+-- Refuse a search the caller may not run with an error naming what to grant,
+-- rather than "permission denied for table ..." from deep inside its query:
+-- SELECT on the tables of the version the search reads (grant_search gives
+-- them: the embeddings; with bm25, the postings and statistics too), and on
+-- every column of the source table, which searches join back to.
+CREATE OR REPLACE FUNCTION autoembed._check_search_privilege(
+    v autoembed.vectorizer, ver autoembed.vectorizer_version, bm25 boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text;
+    source_name name;
+    grant_source text;
+    may_read_source boolean := has_table_privilege(v.source, 'SELECT')
+        OR NOT EXISTS (SELECT FROM pg_attribute AS a
+                       WHERE a.attrelid = v.source AND a.attnum > 0 AND NOT a.attisdropped
+                         AND NOT has_column_privilege(v.source, a.attnum, 'SELECT'));
+BEGIN
+    SELECT string_agg(format('autoembed.%I', t), ', ') INTO missing
+    FROM unnest(ARRAY[ver.embeddings_table]
+                || CASE WHEN bm25 THEN ARRAY[ver.postings_table, ver.stats_table] ELSE '{}' END) AS t
+    WHERE NOT has_table_privilege(format('autoembed.%I', t), 'SELECT');
+    IF missing IS NULL AND may_read_source THEN
+        RETURN;
+    END IF;
+    SELECT c.relname INTO source_name FROM pg_class AS c WHERE c.oid = v.source;
+    grant_source := format('GRANT SELECT ON %s TO %I;', v.source, current_user);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'autoembed: role "%" may not search vectorizer "%"', current_user, v.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('It has no SELECT on %s.', missing),
+                  HINT = format('The owner of the vectorizer runs: SELECT autoembed.grant_search(%L, %L);',
+                                v.name, current_user)
+                      || CASE WHEN may_read_source THEN ''
+                              ELSE ' And, as searches return only rows the role may read, the owner of '
+                                   || v.source::text || ': ' || grant_source END;
+    END IF;
+    RAISE EXCEPTION 'autoembed: permission denied for table %: role "%" may not read the rows vectorizer "%" embeds',
+        source_name, current_user, v.name
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Searches return only rows the role may read; the owner of ' || v.source::text
+                  || ' runs: ' || grant_source;
+END
+$$;
+
 -- SELECT on a version's tables for every role that may search the
 -- vectorizer (the grantees of its view, owner aside).
 CREATE OR REPLACE FUNCTION autoembed._grant_searchers(v autoembed.vectorizer, ver autoembed.vectorizer_version)

@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -406,25 +405,6 @@ def loopback_role(conn: Conn) -> Iterator[str]:
     conn.execute("DROP SERVER IF EXISTS autoembed_loopback CASCADE")
     conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
     conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-
-
-@pytest.fixture
-def password_for(conn: Conn) -> Iterator[Any]:
-    """password_for(role): make pg_hba.conf ask that role (only) for a password
-    on the unix socket; undone after the test."""
-    row = conn.execute("SHOW hba_file").fetchone()
-    assert row is not None
-    hba = Path(row[0])
-    original = hba.read_text()
-
-    def add(role: str) -> None:
-        hba.write_text(f"local all {role} scram-sha-256\n" + original)
-        conn.execute("SELECT pg_reload_conf()")
-        time.sleep(0.3)
-
-    yield add
-    hba.write_text(original)
-    conn.execute("SELECT pg_reload_conf()")
 
 
 def test_non_superusers_need_the_loopback_server(
