@@ -182,8 +182,9 @@ def _database_error(e: Any) -> UserError:
             "autoembed install --db URL installs or upgrades it (as the role that owns the "
             "vectorizers' tables)",
         )
-    if "extension" in message and "vector" in message:
-        return _extension_error(message, sqlstate)
+    extension = re.search(r'extension "([^"]+)"', message)
+    if extension and sqlstate in ("0A000", "58P01", "42501"):  # not available, not allowed
+        return _extension_error(message, sqlstate, extension.group(1))
     if sqlstate == "42501" and not hint:
         hint = _privilege_hint(_role_of(e))
     if sqlstate.startswith("28") or sqlstate == "3D000":  # authentication, database
@@ -224,17 +225,20 @@ def _privilege_hint(role: str) -> str:
     )
 
 
-def _extension_error(message: str, sqlstate: str) -> UserError:
+def _extension_error(message: str, sqlstate: str, extension: str) -> UserError:
     if sqlstate == "42501":
         return UserError(
             message,
-            "a superuser runs this once in the database: CREATE EXTENSION vector; "
+            f"a superuser runs this once in the database: CREATE EXTENSION {extension}; "
             "then autoembed install works as this role",
         )
+    where = (
+        " (e.g. the postgresql-NN-pgvector package; managed services: allow the vector extension)"
+        if extension == "vector"
+        else ""
+    )
     return UserError(
-        message,
-        "pgvector must be installed on the PostgreSQL server first (e.g. the "
-        "postgresql-NN-pgvector package; managed services: allow the vector extension)",
+        message, f"{extension} must be installed on the PostgreSQL server first{where}"
     )
 
 

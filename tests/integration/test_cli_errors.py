@@ -12,10 +12,12 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from autoembed.cli_support import UserError, user_error
 from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres
 from tests.conftest import drain
@@ -227,3 +229,16 @@ def test_debug_shows_the_traceback(docs: Conn, db_url: str) -> None:
         assert 'psycopg.errors.UndefinedObject: autoembed: no vectorizer named "nope"' in (
             done.stderr
         )
+
+
+def test_an_extension_the_server_does_not_have(conn: Conn) -> None:
+    """As `autoembed install` reports a server without pgvector (this one
+    has it, so another extension it lacks stands in; the same mapping)."""
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute("CREATE EXTENSION autoembed_no_such_extension")
+    shown = user_error(info.value)
+    assert isinstance(shown, UserError)
+    assert shown.message == 'extension "autoembed_no_such_extension" is not available'
+    assert shown.hint == (
+        "autoembed_no_such_extension must be installed on the PostgreSQL server first"
+    )
