@@ -142,6 +142,10 @@ def _usage_error(e: click.UsageError) -> click.ClickException:
     if isinstance(e, click.exceptions.NoArgsIsHelpError):
         return e  # shows the help
     command = e.ctx.command_path if e.ctx is not None else "autoembed"
+    if isinstance(e, click.NoSuchOption) and e.option_name == "--debug":
+        return UsageMistake(
+            e.format_message(), "--debug goes before the command: autoembed --debug COMMAND ..."
+        )
     return UsageMistake(e.format_message(), f"{command} --help shows its options")
 
 

@@ -198,6 +198,7 @@ def test_a_database_without_autoembed_or_pgvector(
         (("stauts",), "No such command 'stauts'", "autoembed --help"),
         (("search", "docs"), "Missing argument 'QUERY'", "autoembed search --help"),
         (("--verbose", "status"), "No such option '--verbose'", "autoembed --help"),
+        (("status", "--debug"), "No such option '--debug'", "autoembed --debug COMMAND"),
     ],
 )
 def test_a_bad_command_line(db_url: str, args: tuple[str, ...], message: str, hint: str) -> None:
