@@ -66,7 +66,8 @@ def wait_connected(conn: psycopg.Connection[Any], log: Path, timeout: float = 60
         assert time.monotonic() < deadline, log.read_text(errors="replace")
         time.sleep(0.1)
     row = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = %s AND datname = current_database()",
         (APPLICATION_NAME,),
     ).fetchone()
     assert row == (1,)
