@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import IO, Any
 
 import click
@@ -147,20 +146,6 @@ def _usage_error(e: click.UsageError) -> click.ClickException:
             e.format_message(), "--debug goes before the command: autoembed --debug COMMAND ..."
         )
     return UsageMistake(e.format_message(), f"{command} --help shows its options")
-
-
-@contextmanager
-def sql_errors() -> Iterator[None]:
-    """Map errors raised inside to a :class:`UserError` here rather than in
-    the group (for code that runs outside a command)."""
-    try:
-        yield
-    except (click.exceptions.Exit, click.Abort, UserError):
-        raise
-    except Exception as e:
-        if debugging():
-            raise
-        raise user_error(e) from e
 
 
 # ------------------------------------------------------------ database errors
