@@ -146,6 +146,25 @@ def searches(url: str, python: str, runs: int, logs: Path) -> dict[str, list[flo
     return out
 
 
+def _revision(python: str) -> str:
+    """``git describe`` of the checkout whose interpreter ran the worker and CLI."""
+    done = subprocess.run(
+        [python, "-c", "import autoembed, os; print(os.path.dirname(autoembed.__file__))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    where = Path(os.path.realpath(Path(done.stdout.strip()) / "__init__.py")).parent
+    described = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return described.stdout.strip() or "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -183,6 +202,7 @@ def main() -> None:
 
     result = run_info("first_use_latency") | {
         "python": args.python,
+        "python_checkout_revision": _revision(args.python),
         "idle_seconds": args.idle,
         "change_seconds": changes,
         "change_median_seconds": medians(changes),
