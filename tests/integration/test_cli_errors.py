@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -22,6 +22,7 @@ from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres
 from tests.conftest import drain
 from tests.integration.helpers import Conn, make_texts
+from tests.integration.pg_hba import passwords_asked
 from tests.integration.security_helpers import roles, url_as
 
 AUTOEMBED = str(Path(sys.executable).with_name("autoembed"))
@@ -110,7 +111,6 @@ def test_a_server_it_cannot_reach_or_log_in_to(
     conn: Conn,
     db_url: str,
     pg_server: EmbeddedPostgres,
-    password_for: Callable[[str], None],
     tmp_path: Path,
 ) -> None:
     host_and_port = "check the host and port in --db (or $AUTOEMBED_DATABASE_URL)"
@@ -139,9 +139,9 @@ def test_a_server_it_cannot_reach_or_log_in_to(
         "cannot connect to PostgreSQL",
         "a database URL reads postgresql://",
     )
-    with roles(conn, "locked") as (role,):
+    with roles(conn, "locked") as (role,), passwords_asked(conn) as ask:
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD 'right'").format(sql.Identifier(role)))
-        password_for(role)
+        ask(role)
         assert_user_error(
             autoembed("status", "--db", make_conninfo(db_url, user=role, password="wrong")),
             f'password authentication failed for user "{role}"',

@@ -22,6 +22,7 @@ from autoembed.worker.embedders import HashingEmbedder
 from tests.conftest import drain
 from tests.integration.helpers import QueryServiceThread as Service
 from tests.integration.helpers import call_search, ids, make_texts
+from tests.integration.pg_hba import passwords_asked
 
 Conn = psycopg.Connection[Any]
 DIMS = 32
@@ -405,6 +406,14 @@ def loopback_role(conn: Conn) -> Iterator[str]:
     conn.execute("DROP SERVER IF EXISTS autoembed_loopback CASCADE")
     conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
     conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def password_for(conn: Conn) -> Iterator[Any]:
+    """password_for(role): make pg_hba.conf ask that role (only) for a password
+    on the unix socket; undone after the test."""
+    with passwords_asked(conn) as ask:
+        yield ask
 
 
 def test_non_superusers_need_the_loopback_server(
