@@ -36,10 +36,11 @@ $$;
 -- Refuse a search the caller may not run with an error naming what to grant
 -- (autoembed.grant_search, 080_grants.sql), rather than "permission denied
 -- for table ..." from deep inside its query: SELECT on the tables of the
--- version the search reads (the embeddings; with bm25, the postings too),
+-- version the search reads (the embeddings; for kind 'bm25', which hybrid
+-- search is too, the postings as well; kind 'semantic' the embeddings only),
 -- and on every column of the source table, which searches join back to.
 CREATE OR REPLACE FUNCTION autoembed._check_search_privilege(
-    v autoembed.vectorizer, ver autoembed.vectorizer_version, bm25 boolean)
+    v autoembed.vectorizer, ver autoembed.vectorizer_version, kind text)
 RETURNS void
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -49,7 +50,11 @@ DECLARE
     source_name name;
     grant_source text;
     may_read_source boolean;
+    bm25 boolean := kind = 'bm25';
 BEGIN
+    IF kind IS NULL OR kind NOT IN ('semantic', 'bm25') THEN
+        RAISE EXCEPTION 'autoembed: unknown kind of search "%"', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- The common case, in simple expressions (a few microseconds).
     IF has_table_privilege(v.source, 'SELECT')
        AND has_table_privilege(format('autoembed.%I', ver.embeddings_table), 'SELECT')
@@ -161,7 +166,7 @@ DECLARE
     old_ef text := current_setting('hnsw.ef_search', true);
 BEGIN
     PERFORM autoembed._check_search_args(k, filter, chunks);
-    PERFORM autoembed._check_search_privilege(v, ver, false);
+    PERFORM autoembed._check_search_privilege(v, ver, 'semantic');
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION 'autoembed: query_embedding must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

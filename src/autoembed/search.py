@@ -195,7 +195,7 @@ def search_anywhere(
     number = str(found.number)
     # A role that may not search learns it now, not after loading a model.
     conn.execute(
-        "SELECT autoembed._check_search_privilege(v, autoembed._version(v, %s), false) "
+        "SELECT autoembed._check_search_privilege(v, autoembed._version(v, %s), 'semantic') "
         "FROM autoembed._vectorizer(%s) AS v",
         (number, name),
     )
