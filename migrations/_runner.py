@@ -55,6 +55,12 @@ def prepare_online(connection: sa.Connection) -> str:
         "JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE e.extname = 'vector'"
     ).fetchone()
+    # Load pgvector's library in this session (its input function does): it
+    # defines hnsw.iterative_scan, which functions SET. Unloaded, that is an
+    # unknown parameter, which only a superuser may set ("permission denied
+    # to set parameter"), so an owner role could not install when a superuser
+    # had created the extension in another session.
+    raw.execute(f"SELECT '[1]'::{row[0]}.vector")
     return str(row[0])
 
 

@@ -7,7 +7,8 @@ delays work but never loses or corrupts it. Each worker also runs the
 dispatcher (LISTEN/NOTIFY → tasks, plus a periodic sweep) unless
 AUTOEMBED_DISPATCHER=0; only one dispatcher is active per database. And each
 starts the query service, which embeds text queries for SQL
-(autoembed.search(name, 'text')), unless AUTOEMBED_QUERY_SERVICE=0.
+(autoembed.search(name, 'text')), unless AUTOEMBED_QUERY_SERVICE=0. Each
+pool process loads the models in use as it starts (worker/preload.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 from typing import Any
 
 from celery import Celery, bootsteps
+from celery.signals import worker_process_init
 
 from autoembed.settings import Settings, broker_transport_options
 
@@ -96,3 +98,13 @@ class QueryServiceStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 app.steps["worker"].add(DispatcherStep)
 app.steps["worker"].add(QueryServiceStep)
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _preload(**_: Any) -> None:
+    """Each pool process (the processes that embed) loads the models in use
+    as it starts, not when its first task needs them (worker/preload.py)."""
+    if settings.database_url:
+        from autoembed.worker.preload import start_preload
+
+        start_preload(settings)

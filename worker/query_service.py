@@ -45,6 +45,9 @@ from autoembed.worker.embedders import Embedder, load_embedder
 log = logging.getLogger("autoembed.query_service")
 
 CHANNEL = "autoembed_query"
+# How the service's connection names itself (pg_stat_activity): `autoembed
+# search` looks for it to know that a worker answers text queries.
+APPLICATION_NAME = "autoembed query service"
 BATCH_SIZE = 32  # requests per claim
 POLL_SECONDS = 1.0  # look for requests (and new model versions) this often anyway
 PRUNE_SECONDS = 60.0
@@ -80,7 +83,7 @@ class QueryService:
         """Serve until ``stop`` is set, reconnecting whenever the database goes away."""
         while not stop.is_set():
             try:
-                with connect(self.url, application_name="autoembed query service") as conn:
+                with connect(self.url, application_name=APPLICATION_NAME) as conn:
                     self.serve(conn, stop)
             except psycopg.OperationalError as e:
                 log.warning("query service lost the database (%s); reconnecting", e)

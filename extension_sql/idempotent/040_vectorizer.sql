@@ -15,10 +15,27 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'autoembed: no vectorizer named "%"', vectorizer_name
             USING ERRCODE = 'undefined_object',
-                  HINT = 'SELECT name FROM autoembed.vectorizer lists the vectorizers.';
+                  HINT = autoembed._vectorizers_hint();
     END IF;
     RETURN v;
 END
+$$;
+
+-- What a hint says about the vectorizers there are: their names (the first
+-- 20), or how to make one.
+CREATE OR REPLACE FUNCTION autoembed._vectorizers_hint()
+RETURNS text
+LANGUAGE sql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN count(*) = 0
+                THEN 'There is no vectorizer yet: SELECT autoembed.create_vectorizer(''TABLE'', ARRAY[''COLUMN'']) makes one.'
+                ELSE 'The vectorizers: '
+                     || string_agg('"' || x.name || '"', ', ' ORDER BY x.name) FILTER (WHERE x.n <= 20)
+                     || CASE WHEN count(*) > 20 THEN format(' and %s more', count(*) - 20) ELSE '' END
+                     || '.'
+           END
+    FROM (SELECT v.name, row_number() OVER (ORDER BY v.name) AS n FROM autoembed.vectorizer AS v) AS x
 $$;
 
 CREATE OR REPLACE FUNCTION autoembed._vectorizer_by_id(vectorizer_id int)

@@ -33,6 +33,67 @@ BEGIN
 END
 $$;
 
+-- Refuse a search the caller may not run with an error naming what to grant
+-- (autoembed.grant_search, 080_grants.sql), rather than "permission denied
+-- for table ..." from deep inside its query: SELECT on the tables of the
+-- version the search reads (the embeddings; for kind 'bm25', which hybrid
+-- search is too, the postings as well; kind 'semantic' the embeddings only),
+-- and on every column of the source table, which searches join back to.
+CREATE OR REPLACE FUNCTION autoembed._check_search_privilege(
+    v autoembed.vectorizer, ver autoembed.vectorizer_version, kind text)
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text;
+    source_name name;
+    grant_source text;
+    may_read_source boolean;
+    bm25 boolean := kind = 'bm25';
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('semantic', 'bm25') THEN
+        RAISE EXCEPTION 'autoembed: unknown kind of search "%"', kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The common case, in simple expressions (a few microseconds).
+    IF has_table_privilege(v.source, 'SELECT')
+       AND has_table_privilege(format('autoembed.%I', ver.embeddings_table), 'SELECT')
+       AND (NOT bm25 OR has_table_privilege(format('autoembed.%I', ver.postings_table), 'SELECT'))
+    THEN
+        RETURN;
+    END IF;
+    -- SELECT on every column is as good as on the table.
+    may_read_source := has_table_privilege(v.source, 'SELECT')
+        OR NOT EXISTS (SELECT FROM pg_attribute AS a
+                       WHERE a.attrelid = v.source AND a.attnum > 0 AND NOT a.attisdropped
+                         AND NOT has_column_privilege(v.source, a.attnum, 'SELECT'));
+    SELECT string_agg(format('autoembed.%I', t), ', ') INTO missing
+    FROM unnest(ARRAY[ver.embeddings_table]
+                || CASE WHEN bm25 THEN ARRAY[ver.postings_table] ELSE '{}' END) AS t
+    WHERE NOT has_table_privilege(format('autoembed.%I', t), 'SELECT');
+    IF missing IS NULL AND may_read_source THEN
+        RETURN;
+    END IF;
+    SELECT c.relname INTO source_name FROM pg_class AS c WHERE c.oid = v.source;
+    grant_source := format('GRANT SELECT ON %s TO %I;', v.source, current_user);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'autoembed: role "%" may not search vectorizer "%"', current_user, v.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('It has no SELECT on %s.', missing),
+                  HINT = format('The owner of the vectorizer runs: SELECT autoembed.grant_search(%L, %L);',
+                                v.name, current_user)
+                      || CASE WHEN may_read_source THEN ''
+                              ELSE ' And, as searches return only rows the role may read, the owner of '
+                                   || v.source::text || ': ' || grant_source END;
+    END IF;
+    RAISE EXCEPTION 'autoembed: permission denied for table %: role "%" may not read the rows vectorizer "%" embeds',
+        source_name, current_user, v.name
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Searches return only rows the role may read; the owner of ' || v.source::text
+                  || ' runs: ' || grant_source;
+END
+$$;
+
 -- SQL text: the caller can see source row s (and it matches the filter $n).
 CREATE OR REPLACE FUNCTION autoembed._visible(v autoembed.vectorizer, alias text, filter_param int)
 RETURNS text
@@ -105,6 +166,7 @@ DECLARE
     old_ef text := current_setting('hnsw.ef_search', true);
 BEGIN
     PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_privilege(v, ver, 'semantic');
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION 'autoembed: query_embedding must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

@@ -304,6 +304,7 @@ DECLARE
     ver autoembed.vectorizer_version := autoembed._version(v, version);
     result double precision;
 BEGIN
+    PERFORM autoembed._check_search_privilege(v, ver, 'bm25');
     IF query IS NULL OR ver.model_version_id IS NULL THEN
         RETURN NULL;
     END IF;
@@ -443,6 +444,7 @@ DECLARE
     found_rows bigint;
 BEGIN
     PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_privilege(v, ver, 'bm25');
     IF query IS NULL THEN
         RAISE EXCEPTION 'autoembed: query must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

@@ -44,6 +44,7 @@ DECLARE
     bm25_top double precision;
 BEGIN
     PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_privilege(v, autoembed._version(v, ver), 'bm25');
     IF query IS NULL OR query_embedding IS NULL THEN
         RAISE EXCEPTION 'autoembed: hybrid_search needs both the query text and its embedding'
             USING ERRCODE = 'null_value_not_allowed';

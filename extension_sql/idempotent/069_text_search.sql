@@ -19,6 +19,7 @@ DECLARE
     ver autoembed.vectorizer_version := autoembed._version(v, version);
 BEGIN
     PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_privilege(v, ver, 'semantic');
     PERFORM autoembed._check_query_text(query);
     IF k = 0 OR ver.model_version_id IS NULL THEN
         RETURN;   -- nothing to search (as the vector variant), so nothing to embed

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from autoembed.cli_support import DB_HELP
+from autoembed.cli_support import DB_HELP, DEBUG_HELP, AutoembedGroup
 from autoembed.cli_support import database_url as _db
 from autoembed.settings import Settings
 
@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 BROKER_HELP = "Celery broker URL (default: $AUTOEMBED_BROKER_URL or redis://localhost:6379/0)"
 
 
-@click.group()
+@click.group(cls=AutoembedGroup)
 @click.version_option(package_name="autoembed")
-def main() -> None:
+@click.option("--debug", is_flag=True, help=DEBUG_HELP)
+def main(debug: bool) -> None:
     """autoembed: PostgreSQL keeps its own embeddings."""
 
 
@@ -243,13 +244,17 @@ def status(db_url: str | None, as_json: bool, name: str | None) -> None:
 @click.argument("name")
 @click.argument("query")
 def search(db_url: str | None, k: int, version: str | None, name: str, query: str) -> None:
-    """Semantic search: embed QUERY with the vectorizer's model and search NAME."""
-    from autoembed.cli_support import sql_errors
+    """Semantic search: embed QUERY with the vectorizer's model and search NAME.
+    A running worker embeds it (through SQL, in milliseconds); without one,
+    this process loads the model (seconds)."""
     from autoembed.db import connect
-    from autoembed.search import search as do_search
+    from autoembed.search import search_anywhere
 
-    with sql_errors(), connect(_db(db_url)) as conn:
-        hits = do_search(conn, name, query, k, version)
+    def note(why: str) -> None:
+        click.echo(f"note: {why}; embedding the query in this process (loads the model)", err=True)
+
+    with connect(_db(db_url)) as conn:
+        hits = search_anywhere(conn, name, query, k, version, note)
     for h in hits:
         snippet = " ".join(h.chunk.split())[:100]
         click.echo(f"{h.rank:>3}  {h.score:.3f}  {json.dumps(h.pk)}  {snippet}")
@@ -346,8 +351,6 @@ def evaluate(
     prints a table and saves every ranking as JSON. Installs or upgrades
     autoembed's schema first (idempotent).
     """
-    import psycopg
-
     from autoembed.evaluation import BeirFormatError, EvaluationError, Options
     from autoembed.evaluation import evaluate as run_evaluation
 
@@ -366,7 +369,7 @@ def evaluate(
     )
     try:
         run_evaluation(options, say=lambda msg: click.echo(msg))
-    except (BeirFormatError, EvaluationError, psycopg.Error) as e:
+    except (BeirFormatError, EvaluationError) as e:
         raise click.ClickException(str(e).strip()) from e
 
 

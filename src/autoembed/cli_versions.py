@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from autoembed.cli_support import DB_HELP, database_url, sql_errors
+from autoembed.cli_support import DB_HELP, database_url
 
 db_option = click.option("--db", "db_url", help=DB_HELP)
 
@@ -32,7 +32,7 @@ def versions(db_url: str | None, as_json: bool, name: str) -> None:
     progress of a campaign, rows/s, ETA."""
     from autoembed import versions as lib
 
-    with sql_errors(), _connect(db_url) as conn:
+    with _connect(db_url) as conn:
         found = lib.fetch(conn, name)
     if as_json:
         click.echo(json.dumps([v.as_json() for v in found], indent=2))
@@ -64,7 +64,7 @@ def set_model(
     the background (a campaign) while the active one keeps serving."""
     from autoembed import versions as lib
 
-    with sql_errors(), _connect(db_url) as conn:
+    with _connect(db_url) as conn:
         number = lib.set_model(conn, name, model, dimensions, activate)
         conn.commit()
         current = next(v for v in lib.fetch(conn, name) if v.version == number)
@@ -144,7 +144,7 @@ def cancel_campaign(db_url: str | None, name: str) -> None:
 @click.argument("version")
 def drop_version(db_url: str | None, name: str, version: str) -> None:
     """Drop VERSION of NAME (not the active one): its vectors, BM25 tables and queue."""
-    with sql_errors(), _connect(db_url) as conn:
+    with _connect(db_url) as conn:
         conn.execute("SELECT autoembed.drop_version(%s, %s)", (name, version))
     click.echo(f"{name}: version {version} dropped")
 
@@ -161,13 +161,13 @@ def drop_version(db_url: str | None, name: str, version: str) -> None:
 @click.argument("name")
 def gc_versions(db_url: str | None, keep: int, name: str) -> None:
     """Drop NAME's retired versions (but the --keep most recent)."""
-    with sql_errors(), _connect(db_url) as conn:
+    with _connect(db_url) as conn:
         row = conn.execute("SELECT autoembed.gc_versions(%s, %s)", (name, keep)).fetchone()
     click.echo(f"{name}: {row[0] if row else 0} retired versions dropped")
 
 
 def _call(db_url: str | None, query: str, args: tuple[Any, ...], name: str, what: str) -> None:
-    with sql_errors(), _connect(db_url) as conn:
+    with _connect(db_url) as conn:
         row = conn.execute(query, args).fetchone()
     if row is None or row[0] is None:
         click.echo(f"{name}: nothing to do")
@@ -220,7 +220,7 @@ def compare(
     queries = read_queries(queries_path)
     if not queries:
         raise click.UsageError(f"{queries_path} holds no query")
-    with sql_errors(), _connect(db_url) as conn:
+    with _connect(db_url) as conn:
         rows = conn.execute(
             "SELECT query, overlap, rank_correlation, shared, a_top, b_top "
             "FROM autoembed.compare_versions(%s, %s, %s, %s, %s, %s)",
@@ -255,7 +255,7 @@ def compare(
 def health(db_url: str | None, version: str | None, sample: int, recent: str, name: str) -> None:
     """The shape of a version's vectors: anisotropy (mean cosine of random
     pairs), mean norm, and drift of recently embedded chunks."""
-    with sql_errors(), _connect(db_url) as conn:
+    with _connect(db_url) as conn:
         row = conn.execute(
             "SELECT version_no, model, chunks, sampled, mean_pair_cosine, mean_norm, "
             "recent_chunks, drift FROM autoembed.version_health(%s, %s, %s, %s::interval)",

@@ -70,4 +70,8 @@ def sqlalchemy_url(url: str) -> str:
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
-    raise ValueError(f"not a PostgreSQL URL: {url!r} (expected postgresql://...)")
+    raise NotAPostgresURL(f"not a PostgreSQL URL: {url!r} (expected postgresql://...)")
+
+
+class NotAPostgresURL(ValueError):
+    """A database URL that is not postgresql://..."""

@@ -44,6 +44,10 @@ class VectorizerStatus:
 
 
 def fetch(conn: psycopg.Connection[Any], name: str | None = None) -> list[VectorizerStatus]:
+    """Every vectorizer's status, or ``name``'s (an error naming the
+    vectorizers there are when there is no such one)."""
+    if name is not None:
+        conn.execute("SELECT FROM autoembed._vectorizer(%s)", (name,))
     rows = conn.execute(
         "SELECT id, name, source, model, model_version, embedded_rows, chunks, pending, "
         "in_flight, failed, lag, last_activity, paused, error, campaign_version, campaign_model, "

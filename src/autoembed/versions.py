@@ -55,13 +55,9 @@ class Version:
 
 
 def fetch(conn: psycopg.Connection[Any], name: str) -> list[Version]:
-    """The vectorizer's versions, oldest first; LookupError when there is no
-    such vectorizer."""
-    if (
-        conn.execute("SELECT 1 FROM autoembed.vectorizer WHERE name = %s", (name,)).fetchone()
-        is None
-    ):
-        raise LookupError(f'no vectorizer named "{name}"')
+    """The vectorizer's versions, oldest first (the database's error, naming
+    the vectorizers there are, when there is no such one)."""
+    conn.execute("SELECT FROM autoembed._vectorizer(%s)", (name,))
     rows = conn.execute(
         f"SELECT {COLUMNS} FROM autoembed.vectorizer_versions "  # COLUMNS: constant
         "WHERE vectorizer = %s ORDER BY version",

@@ -152,6 +152,34 @@ def start_worker(
         worker.stop()
 
 
+StartQueryServer = Callable[[str], subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def query_server(tmp_path: Path) -> Iterator[StartQueryServer]:
+    """query_server(db_url) -> the ``autoembed query-server`` process (its
+    log: tmp_path / query_server<n>.log); stopped at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(db_url: str) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOEMBED_")}
+        with open(tmp_path / f"query_server{len(procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "autoembed.cli", "query-server", "--db", db_url],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(10)
+
+
 def status(conn: psycopg.Connection[Any], name: str) -> dict[str, Any]:
     row = conn.execute(
         "SELECT embedded_rows, pending, in_flight, failed, error "

@@ -7,13 +7,9 @@ no worker. The hash: embedder keeps it fast."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,30 +101,6 @@ def test_psql_without_a_worker_gets_the_clear_error_in_time(
     assert elapsed < 5, f"psql took {elapsed:.1f}s"
     with_hybrid = psql(db_url, "SET autoembed.query_timeout = '1s'", HYBRID, check=False)
     assert "no worker answered within 1 s" in with_hybrid.stderr
-
-
-@pytest.fixture
-def query_server(tmp_path: Path) -> Iterator[Any]:
-    """query_server(db_url) -> the ``autoembed query-server`` process; stopped at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(db_url: str) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOEMBED_")}
-        with open(tmp_path / f"query_server{len(procs)}.log", "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "autoembed.cli", "query-server", "--db", db_url],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(10)
 
 
 def test_psql_text_queries_answered_by_the_standalone_query_server(

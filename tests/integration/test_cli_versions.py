@@ -100,7 +100,7 @@ def test_set_model_wait_follows_the_campaign_to_the_switch(docs: Conn, db_url: s
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("versions", "nope"), 'Error: no vectorizer named "nope"'),
+        (("versions", "nope"), 'Error: autoembed: no vectorizer named "nope"'),
         (("set-model", "nope", "hash:8"), 'Error: autoembed: no vectorizer named "nope"'),
         (("set-model", "docs", "no-such-model"), 'Error: autoembed: unknown model "no-such-model"'),
         (("activate", "docs", "9"), 'Error: autoembed: vectorizer "docs" has no version "9"'),

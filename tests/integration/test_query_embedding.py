@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from autoembed.worker.embedders import HashingEmbedder
 from tests.conftest import drain
 from tests.integration.helpers import QueryServiceThread as Service
 from tests.integration.helpers import call_search, ids, make_texts
+from tests.integration.pg_hba import passwords_asked
 
 Conn = psycopg.Connection[Any]
 DIMS = 32
@@ -412,19 +412,8 @@ def loopback_role(conn: Conn) -> Iterator[str]:
 def password_for(conn: Conn) -> Iterator[Any]:
     """password_for(role): make pg_hba.conf ask that role (only) for a password
     on the unix socket; undone after the test."""
-    row = conn.execute("SHOW hba_file").fetchone()
-    assert row is not None
-    hba = Path(row[0])
-    original = hba.read_text()
-
-    def add(role: str) -> None:
-        hba.write_text(f"local all {role} scram-sha-256\n" + original)
-        conn.execute("SELECT pg_reload_conf()")
-        time.sleep(0.3)
-
-    yield add
-    hba.write_text(original)
-    conn.execute("SELECT pg_reload_conf()")
+    with passwords_asked(conn) as ask:
+        yield ask
 
 
 def test_non_superusers_need_the_loopback_server(

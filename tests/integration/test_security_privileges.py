@@ -19,6 +19,7 @@ from autoembed.settings import Settings
 from autoembed.worker.connection import discard, worker_connection
 from autoembed.worker.once import run_once
 from tests.conftest import drain
+from tests.integration.helpers import QueryServiceThread
 from tests.integration.security_helpers import Conn, connect_as, query_vectors, roles, url_as
 
 VOCAB = [
@@ -158,6 +159,63 @@ def test_no_select_on_the_source_table_is_a_permission_error(
             pytest.raises(psycopg.errors.InsufficientPrivilege, match="table tickets"),
         ):
             c.execute(call, {"e": e}).fetchall()
+
+
+SEARCHES = {
+    "search": "SELECT * FROM autoembed.search('tickets', %(e)s::vector, 5)",
+    "search (text)": "SELECT * FROM autoembed.search('tickets', %(q)s, 5)",
+    "bm25_search": "SELECT * FROM autoembed.bm25_search('tickets', %(q)s, 5)",
+    "hybrid_search": "SELECT * FROM autoembed.hybrid_search('tickets', %(q)s, %(e)s::vector, 5)",
+    "hybrid_search (text)": "SELECT * FROM autoembed.hybrid_search('tickets', %(q)s, 5)",
+    "bm25_max_score": "SELECT autoembed.bm25_max_score('tickets', %(q)s)",
+}
+
+
+@pytest.mark.parametrize("call", SEARCHES.values(), ids=SEARCHES.keys())
+def test_a_search_without_grant_search_names_what_to_grant(
+    conn: Conn, db_url: str, call: str
+) -> None:
+    """Not a bare "permission denied for table tickets_embeddings_v1": the
+    error names the role and the vectorizer, its hint the statement the owner
+    runs (and, when the role may not read the source table either, that
+    grant too); with them the search runs. A text query is refused before a
+    worker is asked to embed it."""
+    conn.execute("CREATE TABLE tickets (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO tickets VALUES (1, 'refund please'), (2, 'refund my order')")
+    conn.execute("SELECT autoembed.create_vectorizer('tickets', ARRAY['body'], model => 'hash:64')")
+    drain(db_url)
+    (e,) = query_vectors(["refund"])
+    args = {"e": e, "q": "refund"}
+    service = QueryServiceThread(db_url)  # the owner's text queries put "refund" in the cache
+    try:
+        conn.execute("SET autoembed.query_timeout = '30s'")
+        assert conn.execute(call, args).fetchall()
+    finally:
+        service.stop()
+    with roles(conn, "reader") as (r,):
+        grant = f"SELECT autoembed.grant_search('tickets', '{r}');"
+        with connect_as(db_url, r) as c:
+            c.execute("SET autoembed.query_timeout = '1s'")  # no worker runs now
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+                c.execute(call, {**args, "q": "a query nobody asked before"})
+            assert info.value.diag.message_primary == (
+                f'autoembed: role "{r}" may not search vectorizer "tickets"'
+            )
+            hint = info.value.diag.message_hint or ""
+            assert hint.startswith(f"The owner of the vectorizer runs: {grant}"), hint
+            assert f"GRANT SELECT ON public.tickets TO {r};" in hint
+
+        conn.execute(sql.SQL("GRANT SELECT ON tickets TO {}").format(sql.Identifier(r)))
+        with (
+            connect_as(db_url, r) as c,
+            pytest.raises(psycopg.errors.InsufficientPrivilege) as info,
+        ):
+            c.execute(call, args)
+        assert info.value.diag.message_hint == f"The owner of the vectorizer runs: {grant}"
+
+        conn.execute(grant)
+        with connect_as(db_url, r) as c:
+            assert c.execute(call, args).fetchall()
 
 
 def test_autoembed_tables_are_not_readable_by_public(conn: Conn, db_url: str) -> None:
