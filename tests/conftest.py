@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -44,6 +45,15 @@ def pg15_bindir() -> Path:
     if done.returncode != 0:
         pytest.fail(f"scripts/pg15 failed ({done.returncode}):\n{done.stderr}", pytrace=False)
     return REPO / done.stdout.strip().splitlines()[-1]
+
+
+def url_as_role(url: str, role: str) -> str:
+    """The same database as a URL (postgresql://user:@/db?host=...), logging in
+    as ``role`` (the tests' servers trust local connections). SQLAlchemy and
+    the CLI take it too, unlike a key=value connection string."""
+    found = re.match(r"postgresql://[^@/]*@", url)
+    assert found, f"not a postgresql:// URL with a user: {url!r}"
+    return f"postgresql://{role}@" + url[found.end() :]
 
 
 def start_server(version: str) -> tuple[PostgresServer, Path]:

@@ -27,7 +27,7 @@ from psycopg import sql
 
 from autoembed.db import connect
 from autoembed.embedded import PostgresServer
-from tests.conftest import PG_VERSIONS
+from tests.conftest import PG_VERSIONS, url_as_role
 
 pytestmark = pytest.mark.e2e
 
@@ -77,10 +77,7 @@ class Cluster:
         self.superuser_url = server.url_for(self.database)
 
     def url(self, role: str) -> str:
-        """The database's URL, logging in as ``role`` (local connections are trusted)."""
-        prefix = "postgresql://postgres:@/"
-        assert self.superuser_url.startswith(prefix), self.superuser_url
-        return f"postgresql://{role}:@/" + self.superuser_url[len(prefix) :]
+        return url_as_role(self.superuser_url, role)
 
     def drop(self) -> None:
         with connect(self.server.url) as c:
