@@ -4,6 +4,12 @@ with autoembed installed, and a fresh clone of it per test.
 The server is the embedded PostgreSQL 18 unless AUTOEMBED_TEST_PG=15: then
 PostgreSQL 15 + pgvector, built once by scripts/pg15. ``pg_servers(version)``
 gives a running server of either version (both, for tests that run on both).
+
+Tests connect as a superuser unless AUTOEMBED_TEST_ROLE=owner: then as an
+owner role that is not one (NOSUPERUSER CREATEROLE, like a managed service's
+master user), after a superuser's one-time steps (docs/least-privilege.md);
+tests that need a superuser take ``superuser_url``, and roles a test makes
+are made by a superuser (``create_test_role``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres, LocalPostgres, PostgresServer
@@ -35,6 +44,11 @@ PG_VERSIONS = ("18", "15")
 TEST_PG = os.environ.get("AUTOEMBED_TEST_PG") or "18"
 if TEST_PG not in PG_VERSIONS:
     raise pytest.UsageError(f"AUTOEMBED_TEST_PG must be one of {PG_VERSIONS}, got {TEST_PG!r}")
+TEST_ROLE = os.environ.get("AUTOEMBED_TEST_ROLE") or "superuser"
+if TEST_ROLE not in ("superuser", "owner"):
+    raise pytest.UsageError(f"AUTOEMBED_TEST_ROLE must be superuser or owner, got {TEST_ROLE!r}")
+SUPERUSER = "postgres"
+OWNER = "autoembed_test_owner"
 
 
 def pg15_bindir() -> Path:
@@ -109,23 +123,86 @@ def template_url(pg_server: PostgresServer) -> str:
     with connect(pg_server.url) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        if (
+            TEST_ROLE == "owner"
+            and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (OWNER,)).fetchone()
+        ):
+            conn.execute(f"CREATE ROLE {OWNER} LOGIN NOSUPERUSER CREATEROLE")
     url = pg_server.url_for(TEMPLATE)
-    install(url)
+    if TEST_ROLE == "owner":
+        with connect(url) as conn:
+            for step in superuser_steps(TEMPLATE):
+                conn.execute(step)
+        install(url_as_role(url, OWNER))
+    else:
+        install(url)
     with connect(url) as conn:
         # Version ids far from vectorizer ids: code that mixes them up fails.
         conn.execute("ALTER TABLE autoembed.vectorizer_version ALTER COLUMN id RESTART WITH 101")
     return url
 
 
+def superuser_steps(database: str) -> list[str]:
+    """What a superuser does once for the owner role (docs/least-privilege.md)."""
+    return [
+        "CREATE EXTENSION IF NOT EXISTS vector",
+        "CREATE EXTENSION IF NOT EXISTS dblink",
+        f"GRANT CREATE ON DATABASE {database} TO {OWNER}",
+        f"GRANT CREATE ON SCHEMA public TO {OWNER}",
+    ]
+
+
 @pytest.fixture
 def db_url(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
-    """A fresh database with autoembed installed, dropped after the test."""
+    """A fresh database with autoembed installed, dropped after the test; the
+    URL logs in as the tests' role (AUTOEMBED_TEST_ROLE)."""
     name = f"t{os.getpid()}_{next(_counter)}"
     with connect(pg_server.url) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    yield pg_server.url_for(name)
+        if TEST_ROLE == "owner":
+            conn.execute(f"GRANT CREATE ON DATABASE {name} TO {OWNER}")
+    url = pg_server.url_for(name)
+    yield url_as_role(url, OWNER) if TEST_ROLE == "owner" else url
     with connect(pg_server.url) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def superuser_url(db_url: str) -> str:
+    """The test's database, as a superuser (for what only one may do)."""
+    return url_as_role(db_url, SUPERUSER)
+
+
+@contextmanager
+def as_superuser(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """``conn`` when it is a superuser's, else a superuser's connection to
+    the same database."""
+    if TEST_ROLE == "superuser":
+        yield conn
+        return
+    with connect(make_conninfo(conn.info.dsn, user=SUPERUSER)) as su:
+        yield su
+
+
+def create_test_role(conn: psycopg.Connection[Any], name: str, options: str = "") -> None:
+    """CREATE ROLE, as a superuser; the tests' owner role may SET ROLE to it."""
+    with as_superuser(conn) as su:
+        su.execute(sql.SQL("CREATE ROLE {} " + options).format(sql.Identifier(name)))
+        if TEST_ROLE == "owner":
+            su.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(name), sql.Identifier(OWNER))
+            )
+
+
+def drop_test_role(conn: psycopg.Connection[Any], name: str) -> None:
+    """End its sessions, DROP OWNED BY and DROP ROLE, as a superuser."""
+    conn.execute("RESET ROLE")
+    with as_superuser(conn) as su:
+        su.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        su.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        su.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture
