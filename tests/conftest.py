@@ -6,8 +6,9 @@ PostgreSQL 15 + pgvector, built once by scripts/pg15. ``pg_servers(version)``
 gives a running server of either version (both, for tests that run on both).
 
 Tests connect as a superuser unless AUTOEMBED_TEST_ROLE=owner: then as an
-owner role that is not one (NOSUPERUSER CREATEROLE, like a managed service's
-master user), after a superuser's one-time steps (docs/least-privilege.md);
+owner role that is not one (NOSUPERUSER CREATEDB CREATEROLE, owning the test's
+database, like a managed service's master user; autoembed installed by it in
+the template after a superuser's one-time steps, docs/least-privilege.md);
 tests that need a superuser take ``superuser_url``, and roles a test makes
 are made by a superuser (``create_test_role``).
 """
@@ -127,7 +128,7 @@ def template_url(pg_server: PostgresServer) -> str:
             TEST_ROLE == "owner"
             and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (OWNER,)).fetchone()
         ):
-            conn.execute(f"CREATE ROLE {OWNER} LOGIN NOSUPERUSER CREATEROLE")
+            conn.execute(f"CREATE ROLE {OWNER} LOGIN NOSUPERUSER CREATEDB CREATEROLE")
     url = pg_server.url_for(TEMPLATE)
     if TEST_ROLE == "owner":
         with connect(url) as conn:
@@ -158,9 +159,9 @@ def db_url(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
     URL logs in as the tests' role (AUTOEMBED_TEST_ROLE)."""
     name = f"t{os.getpid()}_{next(_counter)}"
     with connect(pg_server.url) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-        if TEST_ROLE == "owner":
-            conn.execute(f"GRANT CREATE ON DATABASE {name} TO {OWNER}")
+        # (the owner owns its database, as a managed service's master user does)
+        owned_by = f" OWNER {OWNER}" if TEST_ROLE == "owner" else ""
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}{owned_by}")
     url = pg_server.url_for(name)
     yield url_as_role(url, OWNER) if TEST_ROLE == "owner" else url
     with connect(pg_server.url) as conn:
