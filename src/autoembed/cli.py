@@ -35,7 +35,7 @@ def install(db_url: str | None) -> None:
     import sqlalchemy as sa
 
     from autoembed.db import connect
-    from autoembed.install import DBLINK_NOTE, InstallPrerequisiteError, has_dblink
+    from autoembed.install import InstallPrerequisiteError, dblink_note, has_dblink
     from autoembed.install import install as do_install
 
     url = _db(db_url)
@@ -55,8 +55,8 @@ def install(db_url: str | None) -> None:
     click.echo(f"autoembed installed (schema revision {rev})")
     with connect(url) as conn:
         if not has_dblink(conn):
-            database = conn.execute("SELECT current_database()").fetchone()
-            click.echo(DBLINK_NOTE.format(database=database[0] if database else "?"))
+            row = conn.execute("SELECT current_database()").fetchone()
+            click.echo(dblink_note(f"database {row[0]}" if row else "this database"))
 
 
 @main.command("extension-files")

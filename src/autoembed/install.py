@@ -196,19 +196,13 @@ def try_dblink(conn: sa.Connection) -> bool:
     return True
 
 
-def dblink_note() -> str:
-    """What to say when the database lacks dblink."""
+def dblink_note(database: str = "this database") -> str:
+    """What to say when the database lacks dblink: the exact SQL."""
     return (
-        "note: text queries from SQL (autoembed.search(name, 'text')) need dblink, "
-        "which only a superuser can install: CREATE EXTENSION dblink"
+        "note: text queries from SQL (autoembed.search(name, 'text')) need dblink, which "
+        f"only a superuser can install; a superuser runs once in {database}: "
+        "CREATE EXTENSION dblink;  then: autoembed setup-queries --db URL"
     )
-
-
-DBLINK_NOTE = (
-    "note: text queries from SQL (autoembed.search(name, 'text')) need dblink, which only a "
-    "superuser can install; a superuser runs once in database {database}: "
-    "CREATE EXTENSION dblink;  then: autoembed setup-queries --db URL"
-)
 
 
 def has_dblink(conn: Any) -> bool:
