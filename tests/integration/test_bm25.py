@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from tests.conftest import drain
 from tests.integration.helpers import (
     Hit,
@@ -97,7 +97,7 @@ def make_three(conn: Conn, url: str, **options: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared_url(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+def shared_url(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
     """'docs' (TEXTS), 'simple' (TEXTS under the simple configuration) and
     'cats' (categorized rows), embedded; 'later' not yet."""
     with scratch_database(pg_server, "bm25") as url:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.install import install
 from tests.conftest import drain
 from tests.integration.helpers import pg_bin, schema_snapshot
@@ -24,7 +24,7 @@ DUMP = Path(__file__).resolve().parent.parent / "data" / "release_0.1.0.dump"
 
 
 @pytest.fixture
-def empty_dbs(pg_server: EmbeddedPostgres) -> Iterator[Any]:
+def empty_dbs(pg_server: PostgresServer) -> Iterator[Any]:
     made: list[str] = []
 
     def make(label: str) -> str:
