@@ -10,7 +10,15 @@ from alembic import op
 from autoembed import extension_sql
 
 LOCK_SQL = "SELECT pg_advisory_xact_lock(7022364465300499044)"
-PREPARE_SQL = "CREATE EXTENSION IF NOT EXISTS vector;\nCREATE SCHEMA IF NOT EXISTS autoembed;"
+# Evaluating a vector loads pgvector's library in the session, which defines
+# its settings: until then a role that is not a superuser may not create a
+# function declaring SET hnsw.iterative_scan (060_search.sql).
+LOAD_VECTOR_SQL = "SELECT '[1]'::{}.vector"
+PREPARE_SQL = (
+    "CREATE EXTENSION IF NOT EXISTS vector;\n"
+    + LOAD_VECTOR_SQL.format("public")
+    + ";\nCREATE SCHEMA IF NOT EXISTS autoembed;"
+)
 # Each SQL file runs with unqualified names resolving in pg_catalog only, so
 # no look-alike function, operator or type in a schema on the installing
 # role's search_path can end up in the catalog's defaults and constraints;
@@ -25,13 +33,19 @@ def _raw(connection: sa.Connection) -> Any:
 
 
 def prepare_online(connection: sa.Connection) -> str:
+    """Lock, check what a superuser must have provided (install.preflight),
+    create the vector extension and the schema when missing and load
+    pgvector's library; returns the vector extension's schema, quoted."""
+    from autoembed.install import InstallPrerequisiteError, preflight
+
     raw = _raw(connection)
     raw.execute(LOCK_SQL)
     if raw.execute("SELECT 1 FROM pg_extension WHERE extname = 'autoembed'").fetchone():
-        raise RuntimeError(
+        raise InstallPrerequisiteError(
             "autoembed is installed in this database as an extension (CREATE EXTENSION "
             "autoembed); upgrade it with ALTER EXTENSION autoembed UPDATE, not autoembed install"
         )
+    preflight(raw)
     raw.execute("CREATE EXTENSION IF NOT EXISTS vector")
     owner = raw.execute(
         # (not pg_has_role: it is true for a superuser whoever owns the schema)
@@ -46,7 +60,7 @@ def prepare_online(connection: sa.Connection) -> str:
     elif not owner[1]:
         # Someone else made the schema: they could have planted look-alike
         # functions in it, or replace ours later. Refuse to install into it.
-        raise RuntimeError(
+        raise InstallPrerequisiteError(
             f"schema autoembed already exists and belongs to role {owner[0]!r}, which the "
             "installing role is not a member of; install as that role, or drop the schema"
         )
@@ -55,12 +69,7 @@ def prepare_online(connection: sa.Connection) -> str:
         "JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE e.extname = 'vector'"
     ).fetchone()
-    # Load pgvector's library in this session (its input function does): it
-    # defines hnsw.iterative_scan, which functions SET. Unloaded, that is an
-    # unknown parameter, which only a superuser may set ("permission denied
-    # to set parameter"), so an owner role could not install when a superuser
-    # had created the extension in another session.
-    raw.execute(f"SELECT '[1]'::{row[0]}.vector")
+    raw.execute(LOAD_VECTOR_SQL.format(row[0]))
     return str(row[0])
 
 

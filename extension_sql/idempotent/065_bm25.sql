@@ -432,6 +432,10 @@ CREATE OR REPLACE FUNCTION autoembed.bm25_search(
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
+-- The top-k query's estimated cost is far above its real one (milliseconds),
+-- above jit_above_cost: where the server has JIT (Debian's PostgreSQL 15,
+-- most managed services) compiling it took ~2 s a call.
+SET jit = off
 AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);

@@ -261,6 +261,15 @@ $$;
 
 -- ------------------------------------------------------------ set-up
 
+-- The start of the foreign server's comment, which ends with the loopback role.
+CREATE OR REPLACE FUNCTION autoembed._loopback_comment_prefix()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'autoembed: text queries log in over this server as role '
+$$;
+
 -- Configure the loopback for every role (run once, as a superuser): a LOGIN
 -- role with a fresh random password and no privileges, the foreign server
 -- autoembed_loopback (this database by default: the server's unix socket
@@ -307,6 +316,10 @@ BEGIN
                    target_host, target_port, target_db, 'autoembed loopback');
     EXECUTE format('CREATE USER MAPPING FOR PUBLIC SERVER autoembed_loopback OPTIONS (user %L, password %L)',
                    role_name, secret);
+    -- Only superusers can read the mapping's options: the comment tells
+    -- check_query_loopback() run by anyone which role the loopback logs in as.
+    EXECUTE format('COMMENT ON SERVER autoembed_loopback IS %L',
+                   autoembed._loopback_comment_prefix() || role_name);
     GRANT USAGE ON FOREIGN SERVER autoembed_loopback TO PUBLIC;
     RETURN format('autoembed_loopback -> host %s port %s dbname %s, as role %s; '
                   'now check it: SELECT autoembed.check_query_loopback();',
@@ -334,6 +347,14 @@ BEGIN
     SELECT o.option_value INTO mapped_role
     FROM pg_user_mappings AS m, pg_options_to_table(m.umoptions) AS o
     WHERE m.srvname = 'autoembed_loopback' AND m.usename = 'public' AND o.option_name = 'user';
+    IF mapped_role IS NULL THEN
+        -- not a superuser: the mapping's options are hidden; its comment says
+        SELECT substr(d.description, length(autoembed._loopback_comment_prefix()) + 1) INTO mapped_role
+        FROM pg_foreign_server AS s
+        JOIN pg_description AS d ON d.objoid = s.oid AND d.classoid = 'pg_foreign_server'::regclass
+        WHERE s.srvname = 'autoembed_loopback'
+          AND starts_with(d.description, autoembed._loopback_comment_prefix());
+    END IF;
     SELECT coalesce(string_agg(o.option_name || ' ' || o.option_value, ', '), '')
     INTO target
     FROM pg_foreign_server AS s, pg_options_to_table(s.srvoptions) AS o

@@ -32,19 +32,32 @@ def main(debug: bool) -> None:
 @click.option("--db", "db_url", help=DB_HELP)
 def install(db_url: str | None) -> None:
     """Install or upgrade autoembed's schema in a database (idempotent)."""
+    import psycopg
+    import sqlalchemy as sa
+
     from autoembed.db import connect
-    from autoembed.install import has_dblink
+    from autoembed.install import InstallPrerequisiteError, dblink_note, has_dblink
     from autoembed.install import install as do_install
 
     url = _db(db_url)
-    rev = do_install(url)
+    try:
+        rev = do_install(url)
+    except (InstallPrerequisiteError, ValueError) as e:  # ValueError: not a PostgreSQL URL
+        raise click.ClickException(str(e)) from e
+    except (sa.exc.DBAPIError, psycopg.Error) as e:
+        # (the install's own SQL runs on the raw psycopg connection: unwrapped)
+        error = e.orig if isinstance(e, sa.exc.DBAPIError) else e
+        message = str(error).strip()
+        if isinstance(error, psycopg.Error):
+            message = (error.diag.message_primary or message).strip()
+            if error.diag.message_hint:
+                message += f"\nhint: {error.diag.message_hint}"
+        raise click.ClickException(message) from e
     click.echo(f"autoembed installed (schema revision {rev})")
     with connect(url) as conn:
         if not has_dblink(conn):
-            click.echo(
-                "note: text queries from SQL (autoembed.search(name, 'text')) need dblink, "
-                "which only a superuser can install: CREATE EXTENSION dblink"
-            )
+            row = conn.execute("SELECT current_database()").fetchone()
+            click.echo(dblink_note(f"database {row[0]}" if row else "this database"))
 
 
 @main.command("extension-files")
@@ -217,7 +230,11 @@ def setup_queries(db_url: str | None, role: str, host: str | None, port: int | N
             raise click.ClickException(str(e).strip()) from e
     for notice in notices:
         click.echo(notice.rstrip(), err=True)
-    click.echo(row[0] if row else "")
+    result = row[0] if row else ""
+    if not result.startswith("ok"):
+        # the WARNING above says what pg_hba.conf must allow
+        raise click.ClickException(result or "the loopback check returned nothing")
+    click.echo(result)
 
 
 @main.command()

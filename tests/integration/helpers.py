@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.settings import Settings
 from autoembed.worker.query_service import QueryService
 from tests.conftest import TEMPLATE
@@ -176,7 +176,7 @@ def add_docs(conn: Conn, first: int, last: int) -> None:
 
 
 @contextmanager
-def scratch_database(pg_server: EmbeddedPostgres, label: str) -> Iterator[str]:
+def scratch_database(pg_server: PostgresServer, label: str) -> Iterator[str]:
     """A database cloned from the template, for a module's shared fixtures;
     dropped on exit."""
     name = f"t{os.getpid()}_{label}_{uuid.uuid4().hex[:8]}"

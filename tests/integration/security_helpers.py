@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from autoembed.db import connect
 from autoembed.worker.embedders import load_embedder
+from tests.conftest import create_test_role, drop_test_role
 
 Conn = psycopg.Connection[Any]
 
@@ -30,21 +30,12 @@ def roles(conn: Conn, *prefixes: str, login: bool = True) -> Iterator[list[str]]
     were granted in this database) afterwards."""
     names = [f"{p}_{uuid.uuid4().hex[:10]}" for p in prefixes]
     for n in names:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} {}").format(
-                sql.Identifier(n), sql.SQL("LOGIN" if login else "NOLOGIN")
-            )
-        )
+        create_test_role(conn, n, "LOGIN" if login else "NOLOGIN")
     try:
         yield names
     finally:
-        conn.execute("RESET ROLE")
         for n in names:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (n,)
-            )
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(n)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(n)))
+            drop_test_role(conn, n)
 
 
 def query_vectors(texts: list[str], dims: int = 64) -> list[np.ndarray[Any, Any]]:

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from tests.conftest import drain
 from tests.integration.helpers import (
     Hit,
@@ -97,7 +97,7 @@ def make_three(conn: Conn, url: str, **options: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared_url(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+def shared_url(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
     """'docs' (TEXTS), 'simple' (TEXTS under the simple configuration) and
     'cats' (categorized rows), embedded; 'later' not yet."""
     with scratch_database(pg_server, "bm25") as url:
@@ -526,3 +526,35 @@ def test_bm25_search_never_returns_rows_hidden_by_row_level_security(
     assert [h.rank for h in hits] == [1, 2, 3]
     assert set(ids(bm25(conn, "pears", 100))) == {31, 32, 33, 34}
     assert bm25(conn, "secret", 100) == []
+
+
+def test_bm25_search_is_never_jit_compiled(db_url: str, superuser_url: str) -> None:
+    """bm25_search sets jit = off: its top-k query's estimated cost is far
+    above its real one (milliseconds), and where the server has JIT (Debian's
+    PostgreSQL 15: scripts/test's second pass) compiling it took ~2 s a call.
+    A session that would JIT-compile every query shows, through auto_explain,
+    a JIT section for a plain query but none for any statement of the search."""
+    with connect(db_url) as owner:
+        make_texts(owner, [f"apples and pears number {i}" for i in range(50)])
+    drain(db_url)
+    with connect(superuser_url) as su:  # (LOAD 'auto_explain' needs one)
+        if su.execute("SELECT pg_jit_available()").fetchone() != (True,):
+            pytest.skip("this server has no JIT (PostgreSQL 18 embedded: no LLVM)")
+        plans: list[str] = []
+        su.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        su.execute("LOAD 'auto_explain'")
+        su.execute("SET jit = on")
+        su.execute("SET jit_above_cost = 0")
+        su.execute("SET auto_explain.log_min_duration = 0")
+        su.execute("SET auto_explain.log_nested_statements = on")
+        su.execute("SET auto_explain.log_level = notice")
+        su.execute("SELECT count(*) FROM docs WHERE body LIKE '%pears%'").fetchone()
+        assert any("JIT:" in p for p in plans), plans  # JIT would compile a plain query
+        plans.clear()
+        call = "SELECT * FROM autoembed.bm25_search('docs', 'apples pears', 5)"
+        assert len(su.execute(call).fetchall()) == 5
+        # the statements inside the search (the call itself follows the session's jit)
+        inside = [p for p in plans if f"Query Text: {call}" not in p]
+        assert inside, "auto_explain logged no statement of the search"
+        compiled = [p for p in inside if "JIT:" in p]
+        assert not compiled, compiled[0]

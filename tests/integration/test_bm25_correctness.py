@@ -30,7 +30,7 @@ import pytest
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.worker.embedders import HashingEmbedder
 from tests.conftest import drain
 from tests.integration.helpers import (
@@ -60,7 +60,7 @@ def _queries() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def scifact_url(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+def scifact_url(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
     with scratch_database(pg_server, "bm25c") as url:
         with connect(url) as c, (DATA / "scifact_bm25_corpus.jsonl").open(encoding="utf-8") as f:
             c.execute("CREATE TABLE scifact (id int PRIMARY KEY, title text, text text)")

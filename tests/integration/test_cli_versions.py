@@ -124,25 +124,27 @@ def service(db_url: str) -> Iterator[QueryServiceThread]:
 
 
 def test_compare_two_versions(
-    docs: Conn, db_url: str, tmp_path: Path, service: QueryServiceThread
+    docs: Conn, db_url: str, superuser_url: str, tmp_path: Path, service: QueryServiceThread
 ) -> None:
+    # compare embeds the queries with text queries from SQL, which need the
+    # loopback set up (autoembed setup-queries) for roles that are not superusers
     ok(db_url, "set-model", "docs", "hash:32", "--activate", "manual")
     drain(db_url)
     queries = tmp_path / "queries.txt"
     queries.write_text("apples\nfast cars\n\nroman history\n")
-    output = ok(db_url, "compare", "docs", "--queries", str(queries), "-k", "3")
+    output = ok(superuser_url, "compare", "docs", "--queries", str(queries), "-k", "3")
     lines = output.strip().splitlines()
     assert len(lines) == 4
     assert lines[-1].startswith("3 queries, k=3, semantic: version 1 (hash:16) vs 2 (hash:32)")
     as_json = [
         json.loads(line)
         for line in ok(
-            db_url, "compare", "docs", "--queries", str(queries), "-k", "3", "--json"
+            superuser_url, "compare", "docs", "--queries", str(queries), "-k", "3", "--json"
         ).splitlines()
     ]
     assert [r["query"] for r in as_json] == ["apples", "fast cars", "roman history", None]
     for record in as_json[:-1]:
         assert 0 <= record["overlap"] <= 1
         assert len(record["a"]) == len(record["b"]) == 3
-    same = ok(db_url, "compare", "docs", "--queries", str(queries), "--a", "2", "--b", "2")
+    same = ok(superuser_url, "compare", "docs", "--queries", str(queries), "--a", "2", "--b", "2")
     assert "mean overlap 1.000, mean tau 1.000" in same

@@ -12,7 +12,7 @@ import pytest
 from psycopg import errors, sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from tests.conftest import TEMPLATE, drain
 from tests.integration.helpers import (
     Conn,
@@ -29,7 +29,7 @@ from tests.integration.helpers import (
 
 
 @pytest.fixture(scope="module")
-def shared_db(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+def shared_db(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
     """One database for the tests that should create nothing: docs (3 rows), a
     table without a primary key, one with non-text columns, and a view."""
     db = f"create_vectorizer_{os.getpid()}"

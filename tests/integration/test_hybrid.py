@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.worker.embedders import HashingEmbedder
 from tests.conftest import drain
 from tests.integration.helpers import (
@@ -54,7 +54,7 @@ VECTOR = embed("rivers engines stars")
 
 
 @pytest.fixture(scope="module")
-def shared_url(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+def shared_url(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
     with scratch_database(pg_server, "hybrid") as url:
         with connect(url) as c:
             make_texts(c, ROWS, categories=CATEGORIES, model=f"hash:{DIMS}")

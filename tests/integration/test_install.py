@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.install import install
 from tests.integration.helpers import Conn, catalog_snapshot
 
@@ -25,7 +25,7 @@ CLI = Path(sys.executable).parent / "autoembed"
 
 
 @pytest.fixture
-def empty_db(pg_server: EmbeddedPostgres) -> Iterator[str]:
+def empty_db(pg_server: PostgresServer) -> Iterator[str]:
     """A fresh database without autoembed (or pgvector), dropped after the test."""
     name = sql.Identifier(db := f"install_{os.getpid()}_{next(_counter)}")
     with connect(pg_server.url) as c:

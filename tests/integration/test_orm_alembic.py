@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 
 from autoembed.db import connect, sqlalchemy_url
-from tests.conftest import drain
+from tests.conftest import drain, url_as_role
 
 ENV_PY = """
 import importlib.util, uuid
@@ -237,18 +237,29 @@ def test_offline_sql_renders_every_operation(alembic_env: Config, tmp_path: Path
     assert "SELECT autoembed.drop_vectorizer('it''s')" in sql
 
 
+@pytest.mark.parametrize("installer", ["superuser", "owner"])
 def test_install_autoembed_from_an_application_migration(
-    alembic_env: Config, pg_server: Any, tmp_path: Path
+    alembic_env: Config, pg_server: Any, tmp_path: Path, installer: str
 ) -> None:
     """op.install_autoembed() puts autoembed into a database that lacks it,
-    in the application's migration, next to its own version table."""
+    in the application's migration, next to its own version table; run by a
+    superuser, or by an owner role that is not one, after a superuser's
+    one-time steps (docs/least-privilege.md)."""
     import uuid
 
     name = f"bare_{uuid.uuid4().hex[:8]}"
+    owner = f"owner_{uuid.uuid4().hex[:8]}"
     with connect(pg_server.url) as c:
         c.execute(f"CREATE DATABASE {name}")
     try:
         url = pg_server.url_for(name)
+        if installer == "owner":
+            with connect(url) as c:
+                c.execute(f"CREATE ROLE {owner} LOGIN NOSUPERUSER")
+                c.execute("CREATE EXTENSION vector")
+                c.execute(f"GRANT CREATE ON DATABASE {name} TO {owner}")
+                c.execute(f"GRANT CREATE ON SCHEMA public TO {owner}")
+            url = url_as_role(url, owner)
         cfg = alembic_env
         cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url))
         (tmp_path / "migrations" / "versions" / "0001_install.py").write_text(
@@ -285,6 +296,7 @@ def test_install_autoembed_from_an_application_migration(
     finally:
         with connect(pg_server.url) as c:
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            c.execute(f"DROP ROLE IF EXISTS {owner}")
 
 
 def test_a_new_project_autogenerates_the_install_and_downgrades_to_nothing(

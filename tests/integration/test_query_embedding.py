@@ -19,7 +19,7 @@ from psycopg import sql
 
 from autoembed.db import connect
 from autoembed.worker.embedders import HashingEmbedder
-from tests.conftest import drain
+from tests.conftest import SUPERUSER, drain, url_as_role
 from tests.integration.helpers import QueryServiceThread as Service
 from tests.integration.helpers import call_search, ids, make_texts
 from tests.integration.pg_hba import passwords_asked
@@ -32,6 +32,14 @@ TEXTS = [
     "how to reset a forgotten password",
     "the history of the roman empire",
 ]
+
+
+@pytest.fixture
+def db_url(db_url: str) -> str:
+    """A superuser's session: text queries from it need no loopback set-up,
+    and the loopback tests below set it up (as only a superuser may). The
+    owner's side: tests/e2e/test_least_privilege_install.py."""
+    return url_as_role(db_url, SUPERUSER)
 
 
 @pytest.fixture

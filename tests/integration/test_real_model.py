@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.search import search
 from autoembed.worker.embedders import Embedder, load_embedder
 from tests.conftest import TEMPLATE, drain
@@ -51,7 +51,7 @@ class Titles:
 
 
 @pytest.fixture(scope="module")
-def titles(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[Titles]:
+def titles(pg_server: PostgresServer, template_url: str) -> Iterator[Titles]:
     """A database with table ``papers`` (1,000 SciFact titles) embedded by MiniLM."""
     name = f"real_model_{os.getpid()}"
     with connect(pg_server.url) as c:

@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.worker import queue
 from autoembed.worker.embedders import HashingEmbedder
 from tests.conftest import drain
@@ -71,7 +71,7 @@ FILTERED_CATEGORIES = ["near"] * 1200 + ["far"] * 30
 
 
 @pytest.fixture(scope="module")
-def shared_url(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+def shared_url(pg_server: PostgresServer, template_url: str) -> Iterator[str]:
     """One database for the tests that only read (or add their own
     vectorizer): 'docs' (FRUIT), 'long_docs' and 'filtered' embedded, 'later'
     not yet."""

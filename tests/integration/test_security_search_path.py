@@ -14,7 +14,7 @@ from psycopg import sql
 
 from autoembed import extension_sql
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.install import install
 from autoembed.migrations import _runner
 from tests.conftest import drain
@@ -222,9 +222,7 @@ def test_planted_look_alikes_never_run(conn: Conn, db_url: str) -> None:
     assert called == []
 
 
-def test_install_refuses_a_schema_someone_else_made(
-    pg_server: EmbeddedPostgres, conn: Conn
-) -> None:
+def test_install_refuses_a_schema_someone_else_made(pg_server: PostgresServer, conn: Conn) -> None:
     """A role that created the schema autoembed first would own it, and could
     replace autoembed's functions later: install refuses to use it."""
     with roles(conn, "squatter") as (r,):

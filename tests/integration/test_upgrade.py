@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.install import install
 from tests.conftest import drain
 from tests.integration.helpers import pg_bin, schema_snapshot
@@ -24,7 +24,7 @@ DUMP = Path(__file__).resolve().parent.parent / "data" / "release_0.1.0.dump"
 
 
 @pytest.fixture
-def empty_dbs(pg_server: EmbeddedPostgres) -> Iterator[Any]:
+def empty_dbs(pg_server: PostgresServer) -> Iterator[Any]:
     made: list[str] = []
 
     def make(label: str) -> str:
@@ -42,11 +42,21 @@ def empty_dbs(pg_server: EmbeddedPostgres) -> Iterator[Any]:
 
 
 def restore_release(url: str) -> None:
-    subprocess.run(
-        [pg_bin("psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(DUMP)],
-        check=True,
+    dump = DUMP.read_text()
+    with connect(url) as c:
+        row = c.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    if row is not None and row[0] < 170000:
+        # The dump was made by PostgreSQL 18's pg_dump; older servers lack
+        # only this setting (new in 17), which it sets to its default.
+        dump = dump.replace("SET transaction_timeout = 0;\n", "", 1)
+    done = subprocess.run(
+        [pg_bin("psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-"],
+        input=dump,
         capture_output=True,
+        text=True,
+        check=False,
     )
+    assert done.returncode == 0, done.stderr
 
 
 def searches(url: str) -> list[Any]:

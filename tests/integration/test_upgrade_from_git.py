@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import PostgresServer
 from autoembed.install import install
 from tests.conftest import drain
 from tests.integration import previous_release
@@ -66,7 +66,7 @@ def old_release(tmp_path_factory: pytest.TempPathFactory) -> previous_release.Pr
 
 
 @pytest.fixture
-def two_databases(pg_server: EmbeddedPostgres) -> Iterator[tuple[str, str, str, str]]:
+def two_databases(pg_server: PostgresServer) -> Iterator[tuple[str, str, str, str]]:
     """Databases 'old' and 'fresh' and a worker and a reader role (the same
     roles in both, so that their grants compare), dropped afterwards."""
     tag = uuid.uuid4().hex[:8]
