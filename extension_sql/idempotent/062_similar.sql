@@ -66,6 +66,7 @@ DECLARE
     own_chunks int;
 BEGIN
     PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_privilege(v, ver, 'semantic');
     typed := autoembed._typed_key(v, key);
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s AS s, jsonb_to_record($1) AS k(%s) WHERE %s)',
                    v.source, autoembed._pk_fragment(v, '%1$I %2$s'), autoembed._pk_join(v, 's', 'k'))

@@ -32,27 +32,12 @@ def main(debug: bool) -> None:
 @click.option("--db", "db_url", help=DB_HELP)
 def install(db_url: str | None) -> None:
     """Install or upgrade autoembed's schema in a database (idempotent)."""
-    import psycopg
-    import sqlalchemy as sa
-
     from autoembed.db import connect
-    from autoembed.install import InstallPrerequisiteError, dblink_note, has_dblink
+    from autoembed.install import dblink_note, has_dblink
     from autoembed.install import install as do_install
 
     url = _db(db_url)
-    try:
-        rev = do_install(url)
-    except (InstallPrerequisiteError, ValueError) as e:  # ValueError: not a PostgreSQL URL
-        raise click.ClickException(str(e)) from e
-    except (sa.exc.DBAPIError, psycopg.Error) as e:
-        # (the install's own SQL runs on the raw psycopg connection: unwrapped)
-        error = e.orig if isinstance(e, sa.exc.DBAPIError) else e
-        message = str(error).strip()
-        if isinstance(error, psycopg.Error):
-            message = (error.diag.message_primary or message).strip()
-            if error.diag.message_hint:
-                message += f"\nhint: {error.diag.message_hint}"
-        raise click.ClickException(message) from e
+    rev = do_install(url)  # errors: one line and a hint (cli_support.user_error)
     click.echo(f"autoembed installed (schema revision {rev})")
     with connect(url) as conn:
         if not has_dblink(conn):

@@ -113,9 +113,12 @@ def user_error(e: BaseException) -> click.ClickException:
     if isinstance(e, psycopg.Error):
         return _database_error(e)
     from autoembed.db import NotAPostgresURL
+    from autoembed.install import InstallPrerequisiteError
     from autoembed.search import ModelVersionMismatch
     from autoembed.worker.embedders import ModelLoadError
 
+    if isinstance(e, InstallPrerequisiteError):
+        return UserError(e.problem, e.one_line_hint())
     if isinstance(e, NotAPostgresURL):
         return UserError(str(e), f"a database URL reads {URL_FORM}")
     if isinstance(e, ModelVersionMismatch):

@@ -58,6 +58,19 @@ class InstallPrerequisiteError(RuntimeError):
         self.database = database
         self.hint = hint
 
+    def one_line_hint(self) -> str:
+        """What to do, on one line."""
+        parts = []
+        if self.superuser_sql:
+            where = f" in database {self.database}" if self.database else ""
+            parts.append(
+                f"a superuser runs once{where}: {' '.join(self.superuser_sql)} "
+                "then autoembed install again"
+            )
+        if self.hint:
+            parts.append(self.hint)
+        return "; ".join(parts) or "see docs/least-privilege.md"
+
     def __str__(self) -> str:
         lines = [self.problem]
         if self.superuser_sql:

@@ -118,10 +118,11 @@ def password_for_loopback(superuser: psycopg.Connection[Any], role: str) -> Iter
 
 
 def superuser_sql_in(stderr: str) -> list[str]:
-    """The statements ``autoembed install`` printed for a superuser to run."""
-    lines = stderr.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("A superuser runs once"))
-    return [line.strip() for line in lines[start + 1 :] if line.startswith("  ")]
+    """The statements ``autoembed install`` printed (its hint line) for a
+    superuser to run."""
+    hint = next(line for line in stderr.splitlines() if line.startswith("hint: a superuser"))
+    sql_text = hint.split(": ", 2)[2].split(" then autoembed install again")[0]
+    return [stmt.strip() + ";" for stmt in sql_text.split(";") if stmt.strip()]
 
 
 def test_an_owner_that_is_not_a_superuser_installs_and_runs_everything(

@@ -362,6 +362,7 @@ VALUES = {
     "regrole": "current_user::regrole",
     "jsonb": "'{}'::jsonb",
     "boolean": "false",
+    "anyelement": "1",
 }
 
 

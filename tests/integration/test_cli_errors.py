@@ -176,8 +176,8 @@ def test_a_database_without_autoembed_or_pgvector(
     # The owner, not a superuser, may not create the extension pgvector.
     assert_user_error(
         autoembed("install", "--db", bare_database),
-        'permission denied to create extension "vector"',
-        "a superuser runs this once in the database: CREATE EXTENSION vector",
+        "extension vector is not installed in database bare_cli",
+        "a superuser runs once in database bare_cli: CREATE EXTENSION vector;",
     )
     # ... and once a superuser has, the owner installs autoembed.
     with connect(pg_server.url_for("bare_cli")) as superuser:
