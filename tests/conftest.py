@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -202,8 +203,20 @@ def drop_test_role(conn: psycopg.Connection[Any], name: str) -> None:
         su.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
         )
-        su.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        su.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+        for attempt in range(5):
+            # DROP OWNED BY rewrites the ACLs and policies of every table the
+            # role was granted; an autovacuum ANALYZE updating one of those
+            # tables' pg_class row at that moment can deadlock with it
+            # (PostgreSQL 18's in-place updates wait for row locks).
+            try:
+                with su.transaction():
+                    su.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+                    su.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+                return
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
 
 
 @pytest.fixture

@@ -34,7 +34,9 @@ def test_kill_9_workers_during_a_backfill(
     env = {
         "AUTOEMBED_LEASE_SECONDS": LEASE,
         "AUTOEMBED_BATCH_SIZE": "16",
-        "AUTOEMBED_HASH_DELAY_MS": "40",
+        # 0.2 s per batch of 16: the backfill outlasts the kills even though
+        # a killed worker's rows come back within seconds.
+        "AUTOEMBED_HASH_DELAY_MS": "200",
         "AUTOEMBED_REDELIVER_SECONDS": "5",
     }
     workers: list[Worker] = [start_worker(db_url, **env) for _ in range(2)]
