@@ -90,19 +90,22 @@ def signal(vectorizer_id: int) -> bool:
 
 
 def queued_signals() -> int | None:
-    """How many messages wait in the broker's queue for drain tasks (the
-    dispatcher's signals and continuations); None when the broker cannot be
-    asked."""
+    """How many messages the broker holds for drain tasks (the dispatcher's
+    signals and continuations): those waiting in its queue and, with Redis,
+    those delivered to a worker and not yet acknowledged (tasks acknowledge
+    late), so a message a busy worker has taken but not yet started is not
+    counted as lost. None when the broker cannot be asked."""
     try:
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0)
+            channel = conn.default_channel
+            unacked_key = getattr(channel, "unacked_key", None)
+            delivered = int(channel.client.hlen(unacked_key)) if unacked_key else 0
             try:
-                ok = conn.default_channel.queue_declare(
-                    queue=app.conf.task_default_queue, passive=True
-                )
+                ok = channel.queue_declare(queue=app.conf.task_default_queue, passive=True)
             except conn.channel_errors:
-                return 0  # no such queue: Redis drops an empty one
-            return int(ok.message_count)
+                return delivered  # no such queue: Redis drops an empty one
+            return int(ok.message_count) + delivered
     except (kombu.exceptions.OperationalError, OSError) as e:
         log.debug("cannot count the broker's messages: %s", e)
         return None
