@@ -7,7 +7,27 @@
 -- Results: one row per source row (its best chunk), or per chunk with
 -- chunks => true; pk is the source row's primary key as jsonb; rank 1 is best.
 
-CREATE OR REPLACE FUNCTION autoembed._check_search_args(k int, filter jsonb, chunks boolean)
+-- Every search also takes, after version:
+--   predicate  a condition on the source table's columns, in SQL, e.g.
+--              $$status IN ('open', 'pending') AND created_at > now() - interval '7 days'$$:
+--              kept while ranking, like filter, so k rows come back when k
+--              match. Evaluated as the caller, on the source rows the caller
+--              may read (its privileges and row-level security hold), with
+--              the source row as alias s; columns may be named bare, other
+--              tables and functions by schema (search_path is pg_catalog).
+--   skip       rows to pass over first (a page: k => 10, skip => 20 gives
+--              ranks 21..30); ranks stay those of the whole ranking.
+--   min_score  only hits scoring at least this (in the search's own scale).
+-- Ties are broken by the primary key, then chunk_no, so pages of one
+-- ranking never overlap or leave a row out.
+
+-- Signatures before predicate, skip and min_score.
+DROP FUNCTION IF EXISTS autoembed._check_search_args(int, jsonb, boolean);
+DROP FUNCTION IF EXISTS autoembed._visible(autoembed.vectorizer, text, int);
+DROP FUNCTION IF EXISTS autoembed._rank_hits(autoembed.vectorizer, text, boolean, int);
+DROP FUNCTION IF EXISTS autoembed.search(text, @extschema:vector@.vector, int, jsonb, boolean, text);
+
+CREATE OR REPLACE FUNCTION autoembed._check_search_args(k int, filter jsonb, chunks boolean, skip int)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -19,8 +39,17 @@ BEGIN
     IF k < 0 THEN
         RAISE EXCEPTION 'autoembed: k must not be negative, got %', k USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF skip IS NULL OR skip < 0 THEN
+        RAISE EXCEPTION 'autoembed: skip must be 0 or more, got %', coalesce(skip::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF k > 10000 THEN
         RAISE EXCEPTION 'autoembed: k must be at most 10000, got %', k USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF k::bigint + skip > 10000 THEN
+        RAISE EXCEPTION 'autoembed: k + skip must be at most 10000, got % + %', k, skip
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Page deeper with a predicate on the last score or key seen (keyset pagination).';
     END IF;
     IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
         RAISE EXCEPTION 'autoembed: filter must be a JSON object of column values, got %', jsonb_typeof(filter)
@@ -94,39 +123,79 @@ BEGIN
 END
 $$;
 
--- SQL text: the caller can see source row s (and it matches the filter $n).
-CREATE OR REPLACE FUNCTION autoembed._visible(v autoembed.vectorizer, alias text, filter_param int)
+-- Refuse a predicate that is not a condition on the source table, with the
+-- server's own message (a column that does not exist, a syntax error, ...):
+-- it is run once on no rows, as the caller.
+CREATE OR REPLACE FUNCTION autoembed._check_predicate(v autoembed.vectorizer, predicate text)
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    message text;
+    state text;
+BEGIN
+    IF predicate IS NULL THEN
+        RETURN;
+    END IF;
+    IF btrim(predicate) = '' THEN
+        RAISE EXCEPTION 'autoembed: predicate must not be empty' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass NULL for no predicate, or a condition such as predicate => $p$status = ''open''$p$.';
+    END IF;
+    BEGIN
+        EXECUTE format(E'SELECT 1 FROM %s AS s WHERE (%s\n) LIMIT 0', v.source, predicate);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+        RAISE EXCEPTION 'autoembed: predicate is not a condition on %: %', v.source, message
+            USING ERRCODE = state,
+                  DETAIL = format('predicate => %L', predicate),
+                  HINT = 'A predicate is a boolean SQL expression over the columns of ' || v.source::text
+                      || ' (the row is alias s), e.g. s.status IN (''open'', ''pending''); it runs with'
+                      || ' search_path pg_catalog, so other tables and functions need their schema (public.tags).';
+    END;
+END
+$$;
+
+-- SQL text: the caller can see source row s, and it matches the filter $n
+-- and the predicate (SQL, checked by _check_predicate; on a line of its own,
+-- so a trailing comment in it comments nothing of ours out).
+CREATE OR REPLACE FUNCTION autoembed._visible(
+    v autoembed.vectorizer, alias text, filter_param int, predicate text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('EXISTS (SELECT 1 FROM %s AS s WHERE %s AND ($%s::jsonb IS NULL OR pg_catalog.to_jsonb(s) @> $%s))',
-                  v.source, autoembed._pk_join(v, 's', alias), filter_param, filter_param)
+    SELECT format('EXISTS (SELECT 1 FROM %s AS s WHERE %s AND ($%s::jsonb IS NULL OR pg_catalog.to_jsonb(s) @> $%s)%s)',
+                  v.source, autoembed._pk_join(v, 's', alias), filter_param, filter_param,
+                  CASE WHEN predicate IS NULL THEN '' ELSE format(E' AND (%s\n)', predicate) END)
 $$;
 
--- SQL that keeps the best chunk per source row (or every chunk), orders and
--- cuts at k, returning one row: the results as a JSON array of
--- [pk, chunk_no, chunk, score] in rank order, how many hits there were, and
--- how many distinct rows (or chunks) they held.
+-- SQL that keeps the best chunk per source row (or every chunk) scoring at
+-- least $<min_param> (when not NULL), orders and cuts at $<k_param>,
+-- returning one row: the results as a JSON array of [pk, chunk_no, chunk,
+-- score] in rank order, how many hits there were, how many distinct rows (or
+-- chunks) at least that good they held, and the weakest hit's score.
 -- hits: SQL yielding the key columns, chunk_no, chunk and score (higher is better).
-CREATE OR REPLACE FUNCTION autoembed._rank_hits(v autoembed.vectorizer, hits text, chunks boolean, k_param int)
+CREATE OR REPLACE FUNCTION autoembed._rank_hits(
+    v autoembed.vectorizer, hits text, chunks boolean, k_param int, min_param int)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format($q$
-        WITH hits AS MATERIALIZED (%1$s), best AS MATERIALIZED (%2$s),
+        WITH hits AS MATERIALIZED (%1$s),
+        best AS MATERIALIZED (SELECT * FROM (%2$s) AS b WHERE $%6$s::float8 IS NULL OR b.score >= $%6$s),
         top AS (SELECT * FROM best AS b ORDER BY b.score DESC, %4$s, b.chunk_no LIMIT $%5$s)
         SELECT coalesce(jsonb_agg(jsonb_build_array(%3$s, b.chunk_no, b.chunk, b.score)
                                   ORDER BY b.score DESC, %4$s, b.chunk_no), '[]'),
-               (SELECT count(*) FROM hits), (SELECT count(*) FROM best)
+               (SELECT count(*) FROM hits), (SELECT count(*) FROM best), (SELECT min(h.score) FROM hits AS h)
         FROM top AS b
         $q$,
         hits,
         CASE WHEN chunks THEN 'SELECT * FROM hits'
              ELSE format('SELECT DISTINCT ON (%1$s) h.* FROM hits AS h ORDER BY %1$s, h.score DESC, h.chunk_no',
                          autoembed._pk_fragment(v, 'h.%1$I')) END,
-        autoembed._pk_json(v, 'b'), autoembed._pk_fragment(v, 'b.%1$I'), k_param)
+        autoembed._pk_json(v, 'b'), autoembed._pk_fragment(v, 'b.%1$I'), k_param, min_param)
 $$;
 
 -- The rows of a _rank_hits result, ranked 1..n.
@@ -145,7 +214,8 @@ $$;
 -- tag (047_lifecycle.sql); the query embedding must be that version's.
 CREATE OR REPLACE FUNCTION autoembed.search(
     name text, query_embedding @extschema:vector@.vector, k int DEFAULT 10,
-    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL)
+    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL,
+    predicate text DEFAULT NULL, skip int DEFAULT 0, min_score double precision DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -162,11 +232,14 @@ DECLARE
     fetch_n int;
     found_rows int;
     candidates int;
+    weakest double precision;
     results jsonb;
+    want int := k + skip;   -- rows ranked; the first skip are passed over
     old_ef text := current_setting('hnsw.ef_search', true);
 BEGIN
-    PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_args(k, filter, chunks, skip);
     PERFORM autoembed._check_search_privilege(v, ver, 'semantic');
+    PERFORM autoembed._check_predicate(v, predicate);
     IF query_embedding IS NULL THEN
         RAISE EXCEPTION 'autoembed: query_embedding must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -181,9 +254,10 @@ BEGIN
     op := CASE v.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
 
     -- The nearest visible chunks (pgvector's iterative scan applies the
-    -- visibility check and filter while walking the index), widening until
-    -- they hold k distinct rows or run out.
-    fetch_n := CASE WHEN chunks THEN k ELSE k * 4 + 16 END;
+    -- visibility check, filter and predicate while walking the index),
+    -- widening until they hold k + skip distinct rows scoring at least
+    -- min_score, or run out, or the weakest fetched is below min_score.
+    fetch_n := CASE WHEN chunks THEN want ELSE want * 4 + 16 END;
     LOOP
         -- ef_search: twice the chunks fetched, at least 200 (recall@10 0.97 against
         -- exact kNN at 100k chunks, benchmarks/latency.py; 0.94 with ef = fetch_n)
@@ -198,14 +272,15 @@ BEGIN
                 $q$,
                 autoembed._pk_fragment(v, 'e.%1$I'),
                 CASE v.distance WHEN 'cosine' THEN '1 - ' ELSE '- ' END,
-                op, ver.embeddings_table, autoembed._visible(v, 'e', 4)),
-            chunks, 5)
-            INTO results, candidates, found_rows
-            USING query_embedding, ver.model_version_id, fetch_n, filter, k;
-        EXIT WHEN found_rows >= k OR candidates < fetch_n OR fetch_n >= 1000000;
+                op, ver.embeddings_table, autoembed._visible(v, 'e', 4, predicate)),
+            chunks, 5, 6)
+            INTO results, candidates, found_rows, weakest
+            USING query_embedding, ver.model_version_id, fetch_n, filter, want, min_score;
+        EXIT WHEN found_rows >= want OR candidates < fetch_n OR fetch_n >= 1000000
+               OR weakest < min_score;
         fetch_n := fetch_n * 4;
     END LOOP;
     PERFORM set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
-    RETURN QUERY SELECT * FROM autoembed._unpack_hits(results);
+    RETURN QUERY SELECT * FROM autoembed._unpack_hits(results) AS h WHERE h.rank > skip;
 END
 $$;

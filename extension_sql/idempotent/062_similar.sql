@@ -4,7 +4,8 @@
 -- The row's chunks are combined into one query vector, their mean (the
 -- centroid; a one-chunk row is its own vector), taken in the version
 -- searched. The row itself never comes back; ranks start at 1. Filters,
--- chunks => and version => mean what they mean for autoembed.search, and the
+-- chunks, version, predicate, skip and min_score mean what they mean for
+-- autoembed.search (060_search.sql), and the
 -- caller's privileges and row-level security apply the same way: a row the
 -- caller cannot see is reported as missing, never used as a query.
 
@@ -50,9 +51,15 @@ BEGIN
 END
 $$;
 
+-- Signatures before predicate, skip and min_score.
+DROP FUNCTION IF EXISTS autoembed.similar(text, jsonb, int, jsonb, boolean, text);
+DROP FUNCTION IF EXISTS autoembed.similar(text, anyelement, int, jsonb, boolean, text);
+DROP FUNCTION IF EXISTS autoembed.similar(text, text, int, jsonb, boolean, text);
+
 CREATE OR REPLACE FUNCTION autoembed.similar(
     name text, key jsonb, k int DEFAULT 10,
-    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL)
+    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL,
+    predicate text DEFAULT NULL, skip int DEFAULT 0, min_score double precision DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -65,8 +72,9 @@ DECLARE
     centroid @extschema:vector@.vector;
     own_chunks int;
 BEGIN
-    PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_args(k, filter, chunks, skip);
     PERFORM autoembed._check_search_privilege(v, ver, 'semantic');
+    PERFORM autoembed._check_predicate(v, predicate);
     typed := autoembed._typed_key(v, key);
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s AS s, jsonb_to_record($1) AS k(%s) WHERE %s)',
                    v.source, autoembed._pk_fragment(v, '%1$I %2$s'), autoembed._pk_join(v, 's', 'k'))
@@ -93,25 +101,27 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY
-        SELECT s.pk, s.chunk_no, s.chunk, s.score, row_number() OVER (ORDER BY s.rank)
-        FROM autoembed.search(name, centroid,
-                              least(k + CASE WHEN chunks THEN own_chunks ELSE 1 END, 10000),
-                              filter, chunks, ver.ordinal::text) AS s
-        WHERE s.pk <> typed
-        ORDER BY s.rank
-        LIMIT k;
+        SELECT s.pk, s.chunk_no, s.chunk, s.score, s.new_rank
+        FROM (SELECT h.pk, h.chunk_no, h.chunk, h.score, row_number() OVER (ORDER BY h.rank) AS new_rank
+              FROM autoembed.search(name, centroid,
+                                    least(k + skip + CASE WHEN chunks THEN own_chunks ELSE 1 END, 10000),
+                                    filter, chunks, ver.ordinal::text, predicate, 0, min_score) AS h
+              WHERE h.pk <> typed) AS s
+        ORDER BY s.new_rank
+        OFFSET skip LIMIT k;
 END
 $$;
 
 -- A one-column key given as itself: autoembed.similar('tickets', 42).
 CREATE OR REPLACE FUNCTION autoembed.similar(
     name text, key anyelement, k int DEFAULT 10,
-    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL)
+    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL,
+    predicate text DEFAULT NULL, skip int DEFAULT 0, min_score double precision DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE sql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM autoembed.similar(name, to_jsonb(key), k, filter, chunks, version)
+    SELECT * FROM autoembed.similar(name, to_jsonb(key), k, filter, chunks, version, predicate, skip, min_score)
 $$;
 
 -- A key typed as text, or an untyped literal: a JSON object is the key
@@ -119,12 +129,13 @@ $$;
 -- one-column key ('s1', '42').
 CREATE OR REPLACE FUNCTION autoembed.similar(
     name text, key text, k int DEFAULT 10,
-    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL)
+    filter jsonb DEFAULT NULL, chunks boolean DEFAULT false, version text DEFAULT NULL,
+    predicate text DEFAULT NULL, skip int DEFAULT 0, min_score double precision DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE sql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM autoembed.similar(
         name, CASE WHEN ltrim(key) LIKE '{%' THEN key::jsonb ELSE to_jsonb(key) END,
-        k, filter, chunks, version)
+        k, filter, chunks, version, predicate, skip, min_score)
 $$;

@@ -426,9 +426,11 @@ $$;
 -- Exact: equal, score for score, to summing over every posting of the query's
 -- lexemes; fast: it reads each term's best postings first and widens only
 -- until no unread chunk could still enter the top.
+DROP FUNCTION IF EXISTS autoembed.bm25_search(text, text, int, jsonb, boolean, text);
 CREATE OR REPLACE FUNCTION autoembed.bm25_search(
     name text, query text, k int DEFAULT 10, filter jsonb DEFAULT NULL, chunks boolean DEFAULT false,
-    version text DEFAULT NULL)
+    version text DEFAULT NULL, predicate text DEFAULT NULL, skip int DEFAULT 0,
+    min_score double precision DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -446,9 +448,12 @@ DECLARE
     results jsonb;
     candidates bigint;
     found_rows bigint;
+    weakest double precision;
+    rows_wanted int := k + skip;   -- the first skip are passed over
 BEGIN
-    PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_args(k, filter, chunks, skip);
     PERFORM autoembed._check_search_privilege(v, ver, 'bm25');
+    PERFORM autoembed._check_predicate(v, predicate);
     IF query IS NULL THEN
         RAISE EXCEPTION 'autoembed: query must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -457,7 +462,7 @@ BEGIN
     END IF;
     top_sql := autoembed._bm25_top(v, ver);
     -- rows: a few chunks more than k, as a row's second chunk takes no place
-    want := CASE WHEN chunks THEN k ELSE k + 4 END;
+    want := CASE WHEN chunks THEN rows_wanted ELSE rows_wanted + 4 END;
     LOOP
         EXECUTE top_sql INTO top
             -- M 30, B 4000, alpha 0.6, 4K sampled: measured on 100k chunks
@@ -475,14 +480,16 @@ BEGIN
                 FROM t JOIN autoembed.%2$I AS e ON e.chunk_id = t.chunk_id
                 WHERE %3$s
                 $q$, autoembed._pk_fragment(v, 'e.%1$I'), ver.embeddings_table,
-                autoembed._visible(v, 'e', 2)),
-            chunks, 3)
-            INTO results, candidates, found_rows
-            USING top, filter, k;
-        -- enough rows, or every matching chunk is in hand
-        EXIT WHEN found_rows >= k OR jsonb_array_length(top) < want;
+                autoembed._visible(v, 'e', 2, predicate)),
+            chunks, 3, 4)
+            INTO results, candidates, found_rows, weakest
+            USING top, filter, rows_wanted, min_score;
+        -- enough rows, or every matching chunk is in hand, or the next are
+        -- below min_score (top holds the best chunks of all, visible or not)
+        EXIT WHEN found_rows >= rows_wanted OR jsonb_array_length(top) < want
+               OR (SELECT min((h ->> 1)::float8) FROM jsonb_array_elements(top) AS h) < min_score;
         want := want * 2;
     END LOOP;
-    RETURN QUERY SELECT * FROM autoembed._unpack_hits(results);
+    RETURN QUERY SELECT * FROM autoembed._unpack_hits(results) AS h WHERE h.rank > skip;
 END
 $$;

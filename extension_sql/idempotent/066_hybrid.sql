@@ -25,11 +25,17 @@
 -- 100 (nDCG@10 0.733 and 0.730), and each branch is 2-4x faster at 100k
 -- chunks (benchmarks/latency.py).
 
+-- Pages (skip) are slices of one ranking as long as k + skip stays within
+-- candidates: beyond, each branch contributes k + skip rows, which moves the
+-- normalization bounds. To page through the top 100, pass candidates => 100.
+DROP FUNCTION IF EXISTS autoembed.hybrid_search(
+    text, text, @extschema:vector@.vector, int, jsonb, text, int, double precision, int, boolean, text, text);
 CREATE OR REPLACE FUNCTION autoembed.hybrid_search(
     name text, query text, query_embedding @extschema:vector@.vector, k int DEFAULT 10,
     filter jsonb DEFAULT NULL, fusion text DEFAULT 'convex', rrf_k int DEFAULT 60,
     semantic_weight double precision DEFAULT 0.5, candidates int DEFAULT 20,
-    chunks boolean DEFAULT false, normalization text DEFAULT 'spread', version text DEFAULT NULL)
+    chunks boolean DEFAULT false, normalization text DEFAULT 'spread', version text DEFAULT NULL,
+    predicate text DEFAULT NULL, skip int DEFAULT 0, min_score double precision DEFAULT NULL)
 RETURNS TABLE (pk jsonb, chunk_no int, chunk text, score double precision, rank bigint)
 LANGUAGE plpgsql STABLE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -43,8 +49,9 @@ DECLARE
     semantic_top double precision;
     bm25_top double precision;
 BEGIN
-    PERFORM autoembed._check_search_args(k, filter, chunks);
+    PERFORM autoembed._check_search_args(k, filter, chunks, skip);
     PERFORM autoembed._check_search_privilege(v, autoembed._version(v, ver), 'bm25');
+    PERFORM autoembed._check_predicate(v, predicate);
     IF query IS NULL OR query_embedding IS NULL THEN
         RAISE EXCEPTION 'autoembed: hybrid_search needs both the query text and its embedding'
             USING ERRCODE = 'null_value_not_allowed';
@@ -72,16 +79,16 @@ BEGIN
     IF k = 0 THEN
         RETURN;
     END IF;
-    n := greatest(candidates, k);
+    n := greatest(candidates, k + skip);
     IF fusion = 'convex' AND spread THEN
         semantic_top := CASE v.distance WHEN 'l2' THEN 0 ELSE 1 END;
         bm25_top := autoembed.bm25_max_score(name, query, ver);
     END IF;
     RETURN QUERY
     WITH sem AS (
-        SELECT * FROM autoembed.search(name, query_embedding, n, filter, chunks, ver)
+        SELECT * FROM autoembed.search(name, query_embedding, n, filter, chunks, ver, predicate)
     ), lex AS (
-        SELECT * FROM autoembed.bm25_search(name, query, n, filter, chunks, ver)
+        SELECT * FROM autoembed.bm25_search(name, query, n, filter, chunks, ver, predicate)
     ), joined AS (
         SELECT coalesce(s.pk, l.pk) AS pk, coalesce(s.chunk_no, l.chunk_no) AS chunk_no,
                coalesce(s.chunk, l.chunk) AS chunk,
@@ -112,10 +119,11 @@ BEGIN
                END AS score
         FROM joined AS j CROSS JOIN bounds AS b
     )
-    SELECT f.pk, f.chunk_no, f.chunk, f.score::double precision,
-           row_number() OVER (ORDER BY f.score DESC, f.pk, f.chunk_no)
-    FROM fused AS f
-    ORDER BY f.score DESC, f.pk, f.chunk_no
-    LIMIT k;
+    SELECT f.pk, f.chunk_no, f.chunk, f.score::double precision, f.rank
+    FROM (SELECT f.*, row_number() OVER (ORDER BY f.score DESC, f.pk, f.chunk_no) AS rank
+          FROM fused AS f
+          WHERE min_score IS NULL OR f.score >= min_score) AS f
+    ORDER BY f.rank
+    OFFSET skip LIMIT k;
 END
 $$;

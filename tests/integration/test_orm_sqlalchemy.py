@@ -176,6 +176,46 @@ def test_similar_rows_of_an_instance_or_a_key(engine: sa.Engine) -> None:
             session.execute(Note.embeddings.similar(99).select()).all()
 
 
+def test_where_clauses_pages_and_score_floors(engine: sa.Engine) -> None:
+    with Session(engine) as session:
+        session.add_all(
+            Note(id=i, title=f"Apple note {i}", body="apples " * (i % 5 + 1), topic=f"t{i % 7}")
+            for i in range(10, 60)
+        )
+        session.commit()
+        drain(session.get_bind().url.render_as_string(hide_password=False))
+        query = Note.embeddings.embed_query(session, "apples")
+
+        def ids(hits: Any) -> list[int]:
+            return [n.id for n, *_ in session.execute(hits.select())]
+
+        # a clause over the model's columns, values inlined safely, kept while ranking
+        clause = Note.topic.in_(["t1", "t2"]) & (Note.title != "it's; DROP TABLE notes")
+        for method in ("semantic", "bm25", "hybrid"):
+            search = getattr(Note.embeddings, method)
+            hits = ids(search(query, k=5, where=clause))
+            assert len(hits) == 5, method
+            assert all(session.get(Note, i).topic in ("t1", "t2") for i in hits), method
+            as_text = ids(search(query, k=5, where="topic IN ('t1', 't2')"))
+            assert as_text == hits, method
+        similar = ids(Note.embeddings.similar(10, k=5, where=Note.id > 30))
+        assert len(similar) == 5
+        assert all(i > 30 for i in similar)
+        # pages: slices of one ranking
+        whole = ids(Note.embeddings.bm25(query, k=20))
+        pages = [i for p in range(4) for i in ids(Note.embeddings.bm25(query, k=5, offset=5 * p))]
+        assert pages == whole
+        # a score floor
+        scored = session.execute(Note.embeddings.semantic(query, k=20).select()).all()
+        floor = scored[6].score
+        kept = session.execute(Note.embeddings.semantic(query, k=20, min_score=floor).select())
+        assert [r.Note.id for r in kept] == [r.Note.id for r in scored if r.score >= floor]
+        with pytest.raises(TypeError, match="unknown search options \\['page'\\]"):
+            Note.embeddings.bm25(query, k=5, page=2)
+        # the quote in the clause's value was a value, not SQL
+        assert session.scalar(sa.select(sa.func.count()).select_from(Note)) == len(NOTES) + 50
+
+
 def test_wait_embedded_reads_your_writes(engine: sa.Engine, db_url: str) -> None:
     with Session(engine) as session:
         note = Note(id=5, title="Comet", body="A comet tail over the observatory")

@@ -266,6 +266,9 @@ FREE: dict[tuple[str, str], Recipe] = {
     ("results", "jsonb"): _lit("[]", "jsonb"),
     ("hits", "text"): _lit("SELECT 1"),
     ("k_param", "integer"): _lit(1),
+    ("min_param", "integer"): _lit(2),
+    ("skip", "integer"): _lit(0),
+    ("predicate", "text"): _lit("true"),
     ("filter_param", "integer"): _lit(1),
     ("alias", "text"): _lit("e"),
     ("fmt", "text"): _lit("%1$I"),
@@ -589,7 +592,8 @@ def _property_holds(
         # What each role may see, it does see: the sweeps reached real data.
         assert {A_BODY, A_KEY} <= reports["reader"].seen, reports["reader"].seen
         assert (
-            "autoembed.bm25_search(text,text,integer,jsonb,boolean,text)"
+            "autoembed.bm25_search(text,text,integer,jsonb,boolean,text,"
+            "text,integer,double precision)"
             in reports["reader"].called
         )
         assert {A_BODY, B_BODY, B_KEY, C_BODY, C_KEY} <= reports["worker"].seen

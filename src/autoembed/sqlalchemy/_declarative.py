@@ -231,26 +231,30 @@ class Vectorizer:
 
     def semantic(self, query: _search.Query, k: int = 10, **options: Any) -> _search.SearchHits:
         """Nearest rows to a QueryEmbedding or a vector (or a text, embedded
-        in the database by a worker). Options: filter (jsonb), chunks,
-        version (default: a QueryEmbedding's own, else the active one)."""
+        in the database by a worker). Options, as for every search: filter
+        (column values), where (a clause on the model's columns, or SQL text;
+        kept while ranking, so k rows come back when k match), offset (a
+        page: ranks offset+1..offset+k), min_score, chunks, version
+        (default: a QueryEmbedding's own, else the active one)."""
         return _search.semantic(self, query, k, **options)
 
     def similar(self, row: Any, k: int = 10, **options: Any) -> _search.SearchHits:
         """Rows like ``row`` (an instance, or its key: a value, a tuple or a
-        dict) by its stored vectors, itself excluded. Options: filter,
-        chunks, version. The database raises if the row is missing, not
+        dict) by its stored vectors, itself excluded. Options as for
+        semantic. The database raises if the row is missing, not
         visible to the caller or not embedded yet."""
         return _search.similar(self, row, k, **options)
 
     def bm25(self, query: QueryEmbedding | str, k: int = 10, **options: Any) -> _search.SearchHits:
-        """Best rows by BM25. Options: filter, chunks, version."""
+        """Best rows by BM25. Options as for semantic."""
         return _search.bm25(self, query, k, **options)
 
     def hybrid(
         self, query: QueryEmbedding | str, k: int = 10, **options: Any
     ) -> _search.SearchHits:
-        """BM25 and semantic fused. Options: filter, chunks, version, fusion,
-        rrf_k, semantic_weight, candidates, normalization."""
+        """BM25 and semantic fused. Options as for semantic, and fusion,
+        rrf_k, semantic_weight, candidates (page within it: offset + k <=
+        candidates keeps pages slices of one ranking), normalization."""
         return _search.hybrid(self, query, k, **options)
 
 

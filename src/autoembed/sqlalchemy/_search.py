@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.sql.util import ClauseAdapter
 
 from autoembed.sqlalchemy._query import QueryEmbedding
 
@@ -36,6 +37,9 @@ HYBRID_OPTIONS = {
 }
 
 Query = QueryEmbedding | Sequence[float] | str
+# A condition on the source table's columns: a SQLAlchemy clause
+# (Ticket.status == "open") or SQL text ("status = 'open'").
+Where = sa.ColumnElement[bool] | str
 
 
 class SearchHits:
@@ -101,14 +105,48 @@ def _common(vectorizer: Vectorizer, k: int) -> list[Arg]:
     return [("CAST({} AS text)", vectorizer.name, sa.Text), ("CAST({} AS int)", k, sa.Integer)]
 
 
+def predicate_sql(vectorizer: Vectorizer, where: Where) -> str:
+    """The SQL of a condition on the source table, as the search functions
+    take it (predicate =>): SQL text as given; a SQLAlchemy clause compiled
+    for PostgreSQL with its values inlined (quoted by SQLAlchemy) and the
+    model's columns as those of the source row, alias s."""
+    if isinstance(where, str):
+        return where
+    adapted = ClauseAdapter(vectorizer.table.alias("s")).traverse(where)
+    dialect = pg.dialect()  # type: ignore[no-untyped-call]
+    return str(adapted.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
 def _options(
-    filter: dict[str, Any] | None, chunks: bool, query: Any, version: str | None
+    vectorizer: Vectorizer,
+    query: Any,
+    *,
+    filter: dict[str, Any] | None = None,
+    chunks: bool = False,
+    version: str | None = None,
+    where: Where | None = None,
+    offset: int = 0,
+    min_score: float | None = None,
+    **unknown: Any,
 ) -> dict[str, Any]:
+    """The named arguments every search function takes. ``where`` is SQL's
+    predicate, ``offset`` its skip."""
+    if unknown:
+        raise TypeError(
+            f"unknown search options {sorted(unknown)}; every search takes filter, chunks, "
+            f"version, where, offset and min_score, hybrid also {', '.join(HYBRID_OPTIONS)}"
+        )
     named: dict[str, Any] = {}
     if filter is not None:
         named["filter"] = (filter, pg.JSONB)
     if chunks:
         named["chunks"] = (True, sa.Boolean)
+    if where is not None:
+        named["predicate"] = (predicate_sql(vectorizer, where), sa.Text)
+    if offset:
+        named["skip"] = (offset, sa.Integer)
+    if min_score is not None:
+        named["min_score"] = (min_score, sa.Float)
     # A query embedded by one version is searched in that version: never
     # another model's vectors, even if the active version changed meanwhile.
     if version is None and isinstance(query, QueryEmbedding) and query.version is not None:
@@ -123,76 +161,46 @@ def _vector_arg(vector: Any) -> Arg:
     return ("CAST({} AS vector)", [float(x) for x in vector], Vector())
 
 
-def semantic(
-    vectorizer: Vectorizer,
-    query: Query,
-    k: int = 10,
-    *,
-    filter: dict[str, Any] | None = None,
-    chunks: bool = False,
-    version: str | None = None,
-) -> SearchHits:
+def semantic(vectorizer: Vectorizer, query: Query, k: int = 10, **options: Any) -> SearchHits:
+    """Options: those of _options."""
     name, kk = _common(vectorizer, k)
     if isinstance(query, str):  # embedded in the database (a worker answers)
         first: Arg = ("CAST({} AS text)", query, sa.Text)
     else:
         vector = query.vector if isinstance(query, QueryEmbedding) else query
         first = _vector_arg(vector)
-    named = _options(filter, chunks, query, version)
+    named = _options(vectorizer, query, **options)
     return _call(vectorizer, "search", [name, first, kk], named)
 
 
 def bm25(
-    vectorizer: Vectorizer,
-    query: QueryEmbedding | str,
-    k: int = 10,
-    *,
-    filter: dict[str, Any] | None = None,
-    chunks: bool = False,
-    version: str | None = None,
+    vectorizer: Vectorizer, query: QueryEmbedding | str, k: int = 10, **options: Any
 ) -> SearchHits:
-    text = query.text if isinstance(query, QueryEmbedding) else query
     name, kk = _common(vectorizer, k)
-    q: Arg = ("CAST({} AS text)", text, sa.Text)
-    named = _options(filter, chunks, query, version)
+    q: Arg = ("CAST({} AS text)", _text(query), sa.Text)
+    named = _options(vectorizer, query, **options)
     return _call(vectorizer, "bm25_search", [name, q, kk], named)
 
 
 def hybrid(
-    vectorizer: Vectorizer,
-    query: QueryEmbedding | str,
-    k: int = 10,
-    *,
-    filter: dict[str, Any] | None = None,
-    chunks: bool = False,
-    version: str | None = None,
-    **options: Any,
+    vectorizer: Vectorizer, query: QueryEmbedding | str, k: int = 10, **options: Any
 ) -> SearchHits:
-    unknown = set(options) - set(HYBRID_OPTIONS)
-    if unknown:
-        raise TypeError(f"hybrid search: unknown options {sorted(unknown)}")
+    """Options: those of _options, and HYBRID_OPTIONS."""
+    fusion = {o: options.pop(o) for o in list(options) if o in HYBRID_OPTIONS}
     name, kk = _common(vectorizer, k)
     positional: list[Arg] = [name, ("CAST({} AS text)", _text(query), sa.Text)]
     if isinstance(query, QueryEmbedding):
         positional.append(_vector_arg(query.vector))
     positional.append(kk)
-    named = _options(filter, chunks, query, version)
-    named.update({k: (v, HYBRID_OPTIONS[k]) for k, v in options.items()})
+    named = _options(vectorizer, query, **options)
+    named.update({o: (v, HYBRID_OPTIONS[o]) for o, v in fusion.items()})
     return _call(vectorizer, "hybrid_search", positional, named)
 
 
-def similar(
-    vectorizer: Vectorizer,
-    row: Any,
-    k: int = 10,
-    *,
-    filter: dict[str, Any] | None = None,
-    chunks: bool = False,
-    version: str | None = None,
-) -> SearchHits:
+def similar(vectorizer: Vectorizer, row: Any, k: int = 10, **options: Any) -> SearchHits:
     name, kk = _common(vectorizer, k)
     key: Arg = ("CAST({} AS jsonb)", row_key(vectorizer, row), pg.JSONB)
-    named = _options(filter, chunks, None, version)
+    named = _options(vectorizer, None, **options)
     return _call(vectorizer, "similar", [name, key, kk], named)
 
 
