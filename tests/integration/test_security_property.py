@@ -593,8 +593,7 @@ def _property_holds(
         assert {A_BODY, A_KEY} <= reports["reader"].seen, reports["reader"].seen
         assert (
             "autoembed.bm25_search(text,text,integer,jsonb,boolean,text,"
-            "text,integer,double precision)"
-            in reports["reader"].called
+            "text,integer,double precision)" in reports["reader"].called
         )
         assert {A_BODY, B_BODY, B_KEY, C_BODY, C_KEY} <= reports["worker"].seen
         assert reports["nobody"].seen == set()
