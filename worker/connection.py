@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -56,3 +57,56 @@ def discard() -> None:
     _local.conn = None
     if conn is not None:
         conn.close()
+
+
+# While autoembed's schema is missing (not installed yet, removed by an
+# Alembic downgrade), long-running loops check this often.
+SCHEMA_WAIT_SECONDS = 5.0
+_SCHEMA_READY_SQL = (
+    "SELECT to_regprocedure('autoembed.vectorizers_with_changes()') IS NOT NULL "
+    "AND to_regclass('autoembed.vectorizer_version') IS NOT NULL"
+)
+_MISSING = (
+    psycopg.errors.InvalidSchemaName,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedFunction,
+)
+
+
+class SchemaWatch:
+    """For a loop that needs autoembed's schema (the dispatcher, the query
+    service): one log line while the schema is missing, instead of a
+    traceback per retry, and one when it is there again."""
+
+    def __init__(self, logger: logging.Logger, who: str) -> None:
+        self.log, self.who = logger, who
+        self.waiting = False
+
+    def ready(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the schema is there (logging the change, if any)."""
+        row = conn.execute(_SCHEMA_READY_SQL).fetchone()
+        if row and row[0]:
+            if self.waiting:
+                self.log.info("%s: autoembed's schema is installed; resuming", self.who)
+                self.waiting = False
+            return True
+        self._wait("not installed")
+        return False
+
+    def missing(self, error: BaseException) -> bool:
+        """Whether ``error`` says the schema (or part of it) went missing."""
+        if not (isinstance(error, _MISSING) and "autoembed" in str(error)):
+            return False
+        self._wait(str(error).splitlines()[0])
+        return True
+
+    def _wait(self, why: str) -> None:
+        if not self.waiting:
+            self.log.warning(
+                "%s: autoembed's schema is missing from the database (%s); waiting for "
+                "`autoembed install` or `alembic upgrade`, checking every %.0f s",
+                self.who,
+                why,
+                SCHEMA_WAIT_SECONDS,
+            )
+            self.waiting = True

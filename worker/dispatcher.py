@@ -29,7 +29,12 @@ import psycopg
 from autoembed.db import connect
 from autoembed.settings import Settings
 from autoembed.worker import queue
-from autoembed.worker.connection import WORKER_APPLICATION, secure_session
+from autoembed.worker.connection import (
+    SCHEMA_WAIT_SECONDS,
+    WORKER_APPLICATION,
+    SchemaWatch,
+    secure_session,
+)
 
 log = logging.getLogger("autoembed.dispatcher")
 
@@ -204,18 +209,26 @@ class Dispatcher:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, reconnecting whenever the database goes away."""
+        schema = SchemaWatch(log, "dispatcher")
         while not stop.is_set():
+            wait = 1.0
             try:
                 with connect(self.url, application_name="autoembed dispatcher") as conn:
                     secure_session(conn, self.settings.statement_timeout)
-                    if not self._lead(conn, stop):
+                    if not schema.ready(conn):
+                        wait = SCHEMA_WAIT_SECONDS
+                    elif not self._lead(conn, stop):
                         return
-                    self._listen(conn, stop)
+                    else:
+                        self._listen(conn, stop)
             except psycopg.OperationalError as e:
                 log.warning("dispatcher lost the database (%s); reconnecting", e)
-            except Exception:
-                log.exception("dispatcher error; restarting")
-            stop.wait(1.0)
+            except Exception as e:
+                if schema.missing(e):
+                    wait = SCHEMA_WAIT_SECONDS
+                else:
+                    log.exception("dispatcher error; restarting")
+            stop.wait(wait)
 
     def _lead(self, conn: psycopg.Connection[Any], stop: threading.Event) -> bool:
         """Become the active dispatcher, waiting as a standby while another is."""

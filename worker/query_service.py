@@ -39,8 +39,8 @@ import psycopg
 
 from autoembed.db import connect
 from autoembed.settings import Settings
-from autoembed.worker.connection import secure_session
-from autoembed.worker.embedders import Embedder, load_embedder
+from autoembed.worker.connection import SCHEMA_WAIT_SECONDS, SchemaWatch, secure_session
+from autoembed.worker.embedders import Embedder, limit_cpu_threads, load_embedder
 
 log = logging.getLogger("autoembed.query_service")
 
@@ -81,15 +81,23 @@ class QueryService:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set, reconnecting whenever the database goes away."""
+        schema = SchemaWatch(log, "query service")
         while not stop.is_set():
+            wait = 1.0
             try:
                 with connect(self.url, application_name=APPLICATION_NAME) as conn:
-                    self.serve(conn, stop)
+                    if schema.ready(conn):
+                        self.serve(conn, stop)
+                    else:
+                        wait = SCHEMA_WAIT_SECONDS
             except psycopg.OperationalError as e:
                 log.warning("query service lost the database (%s); reconnecting", e)
-            except Exception:
-                log.exception("query service error; restarting")
-            stop.wait(1.0)
+            except Exception as e:
+                if schema.missing(e):
+                    wait = SCHEMA_WAIT_SECONDS
+                else:
+                    log.exception("query service error; restarting")
+            stop.wait(wait)
 
     def serve(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
         secure_session(conn, self.settings.statement_timeout)
@@ -190,7 +198,7 @@ class QueryService:
             else:
                 if mine == tag:
                     embedder, reason = candidate, ""
-                    _limit_cpu_threads(candidate, self.settings.query_threads)
+                    limit_cpu_threads(candidate, self.settings.query_threads)
                     self.stats.versions[version_id] = tag
                     log.info("answering text queries for model version %s", tag)
                 else:
@@ -248,14 +256,6 @@ def _answer(
 
 def _fail(conn: psycopg.Connection[Any], requests: list[Request], error: str) -> None:
     conn.execute("SELECT autoembed.fail_query_requests(%s, %s)", ([r.id for r in requests], error))
-
-
-def _limit_cpu_threads(embedder: Embedder, threads: int) -> None:
-    """Run a CPU model on ``threads`` threads (this process only)."""
-    if threads and str(getattr(embedder, "device", "")).startswith("cpu"):
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def _version_id(payload: str) -> int:

@@ -80,6 +80,12 @@ def extension_files(out_dir: str) -> None:
     "--batch-size", type=int, default=None, help="Rows per claim (default: CPU 16, GPU 128)."
 )
 @click.option("--no-dispatcher", is_flag=True, help="Do not run the dispatcher in this worker.")
+@click.option(
+    "--embedded-broker",
+    is_flag=True,
+    help="Start a private Redis for this worker and stop it with the worker (development: "
+    "no broker to install; the same as autoembed dev).",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(
     db_url: str | None,
@@ -88,10 +94,46 @@ def worker(
     concurrency: int | None,
     batch_size: int | None,
     no_dispatcher: bool,
+    embedded_broker: bool,
     loglevel: str,
 ) -> None:
     """Run a Celery worker (with the dispatcher), or drain once with --once."""
     url = _db(db_url)
+    if embedded_broker and (broker_url or once):
+        raise click.UsageError("--embedded-broker goes with neither --broker nor --once")
+    if embedded_broker:
+        from autoembed.embedded import private_broker
+
+        with private_broker() as broker:
+            click.echo(f"broker: {broker} (embedded; it stops with this worker)", err=True)
+            _worker(url, broker, False, concurrency, batch_size, no_dispatcher, loglevel)
+        return
+    _worker(url, broker_url, once, concurrency, batch_size, no_dispatcher, loglevel)
+
+
+@main.command()
+@click.option("--db", "db_url", help=DB_HELP)
+@click.option("--loglevel", default="INFO", show_default=True)
+def dev(db_url: str | None, loglevel: str) -> None:
+    """A worker for local development and tests: a private Redis broker is
+    started with it and stopped with it (Ctrl-C or SIGTERM), nothing to install."""
+    from autoembed.embedded import private_broker
+
+    url = _db(db_url)
+    with private_broker() as broker:
+        click.echo(f"broker: {broker} (embedded; it stops with this worker)", err=True)
+        _worker(url, broker, False, None, None, False, loglevel)
+
+
+def _worker(
+    url: str,
+    broker_url: str | None,
+    once: bool,
+    concurrency: int | None,
+    batch_size: int | None,
+    no_dispatcher: bool,
+    loglevel: str,
+) -> None:
     os.environ["AUTOEMBED_DATABASE_URL"] = url
     if broker_url:
         os.environ["AUTOEMBED_BROKER_URL"] = broker_url

@@ -5,13 +5,17 @@ installation's binaries (e.g. scripts/pg15's PostgreSQL 15)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -251,6 +255,35 @@ class EmbeddedRedis:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM interrupts as Ctrl-C does (KeyboardInterrupt),
+    so the cleanup of whatever the block started runs either way."""
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def private_broker() -> Iterator[str]:
+    """A Redis broker for the block's lifetime (autoembed dev), in a
+    temporary directory: stopped and removed when the block ends, also on
+    SIGTERM. Its URL."""
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="autoembed-broker-") as tmp:
+        redis = EmbeddedRedis(Path(tmp))
+        try:
+            yield redis.start()
+        finally:
+            redis.stop()
 
 
 def default_data_dir() -> Path:

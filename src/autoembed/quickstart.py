@@ -22,7 +22,12 @@ import psycopg
 from tqdm import tqdm
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedPostgres, EmbeddedRedis, default_data_dir
+from autoembed.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    default_data_dir,
+    sigterm_as_interrupt,
+)
 from autoembed.install import install
 
 TABLE = "papers"
@@ -170,10 +175,11 @@ def show_searches(conn: psycopg.Connection[Any]) -> int:
     return right
 
 
-def wait_until_interrupted(url: str) -> None:
+def wait_until_interrupted(url: str, broker: str) -> None:
     _say(
-        "\nPostgreSQL, Redis and the worker keep running; press Ctrl-C to stop.\n"
+        "\nPostgreSQL, Redis and the worker keep running; Ctrl-C (or SIGTERM) stops them.\n"
         f"  psql '{url}'\n"
+        f"  broker: {broker}\n"
         f"  autoembed status --db '{url}'\n"
         f"  autoembed search --db '{url}' {TABLE} 'your question'"
     )
@@ -185,6 +191,17 @@ def wait_until_interrupted(url: str) -> None:
 
 
 def run(data_dir: str | None, rows: int, keep: bool = False) -> int:
+    """The whole demo; PostgreSQL, Redis and the worker are stopped at the
+    end, on Ctrl-C and on SIGTERM alike."""
+    try:
+        with sigterm_as_interrupt():
+            return _run(data_dir, rows, keep)
+    except KeyboardInterrupt:
+        _say("interrupted; PostgreSQL, Redis and the worker were stopped")
+        return 130
+
+
+def _run(data_dir: str | None, rows: int, keep: bool) -> int:
     base = Path(data_dir) if data_dir else default_data_dir()
     base.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -217,7 +234,7 @@ def run(data_dir: str | None, rows: int, keep: bool = False) -> int:
             right = show_searches(conn)
             _say(f"\nquickstart finished in {time.monotonic() - started:.0f}s")
         if keep:
-            wait_until_interrupted(url)
+            wait_until_interrupted(url, broker)
         return 0 if right == len(demo_queries()) else 1
     finally:
         if worker is not None:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 import redis
 
+from autoembed.db import connect
 from autoembed.embedded import EmbeddedRedis
 
 READY_TIMEOUT = 60.0
@@ -211,3 +213,54 @@ def wait_embedded(
         f"vectorizer {name!r} not embedded within {timeout:.0f}s (wanted {rows} rows); "
         f"status {last}\n{worker.describe()}"
     )
+
+
+class DevWorker(Worker):
+    """``autoembed dev --db URL``: a worker with its own broker."""
+
+    def broker_socket(self) -> Path:
+        for line in self.log().splitlines():
+            if line.startswith("broker: redis+socket://"):
+                return Path(line.split("redis+socket://", 1)[1].split()[0])
+        raise AssertionError(f"no broker line\n{self.describe()}")
+
+
+@pytest.fixture
+def start_dev_worker(tmp_path: Path) -> Iterator[Callable[..., DevWorker]]:
+    """start_dev_worker(db_url, **env) -> a ready ``autoembed dev`` worker
+    (the query service on); stopped at teardown."""
+    started: list[DevWorker] = []
+
+    def start(db_url: str, **env: str) -> DevWorker:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOEMBED_")}
+        full_env.update(
+            AUTOEMBED_SWEEP_SECONDS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **env
+        )
+        log_path = tmp_path / f"dev{len(started)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).with_name("autoembed")), "dev", "--db", db_url],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                start_new_session=True,
+            )
+        worker = DevWorker(proc, log_path)
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def empty_db(pg_server: Any) -> Iterator[str]:
+    """A fresh database without autoembed, dropped afterwards."""
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    with connect(pg_server.url) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    yield pg_server.url_for(name)
+    with connect(pg_server.url) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
