@@ -402,6 +402,15 @@ def _load(name: str, device: str | None) -> Embedder:
     return SentenceTransformerEmbedder(name, device)
 
 
+def limit_cpu_threads(embedder: Embedder, threads: int) -> None:
+    """Run a CPU model on ``threads`` threads (this process only; 0: torch's
+    default)."""
+    if threads and str(getattr(embedder, "device", "")).startswith("cpu"):
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def load_embedder(name: str, device: str | None = None, cache_size: int = 0) -> Embedder:
     """The embedder for ``name``, loaded once per process; with ``cache_size``,
     wrapped in that process's CachingEmbedder of that capacity."""

@@ -80,6 +80,13 @@ class Settings:
     # short query gains nothing from more, and several threads on busy CPUs
     # wait on each other (MiniLM, 2 busy cores: 16 ms with 1 thread, 0.5 s with 2).
     query_threads: int = 1
+    # Where an application (the SQLAlchemy integration) embeds a search's
+    # query text: "database" asks autoembed.embed_query, which a worker's
+    # query service answers (no model in the application's processes: the
+    # default, for web apps); "process" embeds it in this process when it
+    # loads exactly the stored vectors' model version (on query_threads CPU
+    # threads; off the event loop for async callers), else asks the database.
+    query_embedding: str = "database"
     # Distinct chunk texts whose vectors a worker process remembers, so that
     # identical texts are embedded once (0: off).
     embed_cache: int = 0
@@ -104,6 +111,11 @@ class Settings:
             ("redeliver_seconds", self.redeliver_seconds > 0, "positive"),
             ("query_cache_size", self.query_cache_size >= 0, "at least 0"),
             ("query_threads", self.query_threads >= 0, "at least 0"),
+            (
+                "query_embedding",
+                self.query_embedding in ("database", "process"),
+                "database or process",
+            ),
             ("embed_cache", self.embed_cache >= 0, "0 or more"),
             ("statement_timeout", self.statement_timeout >= 0, "0 or more"),
             ("campaign_share", 0 <= self.campaign_share <= 1, "between 0 and 1"),
@@ -129,6 +141,7 @@ class Settings:
             query_service=_env_flag("AUTOEMBED_QUERY_SERVICE"),
             query_cache_size=_env_int("AUTOEMBED_QUERY_CACHE_SIZE", 10000) or 0,
             query_threads=_env_int("AUTOEMBED_QUERY_THREADS", 1) or 0,
+            query_embedding=os.environ.get("AUTOEMBED_QUERY_EMBEDDING") or "database",
             embed_cache=_env_int("AUTOEMBED_EMBED_CACHE", 0) or 0,
             statement_timeout=_env_float("AUTOEMBED_STATEMENT_TIMEOUT", 300.0),
             campaign_share=_env_float("AUTOEMBED_CAMPAIGN_SHARE", 0.25),

@@ -45,6 +45,13 @@ NOTES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _embed_queries_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker runs in these tests: queries are embedded in this process
+    (the default, the database path, is tested in test_orm_query_embedding)."""
+    monkeypatch.setenv("AUTOEMBED_QUERY_EMBEDDING", "process")
+
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
     engine = sa.create_engine(sqlalchemy_url(db_url), poolclass=sa.pool.NullPool)

@@ -26,7 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from autoembed.sqlalchemy import _search
 from autoembed.sqlalchemy import _wait as _wait
-from autoembed.sqlalchemy._query import Bind, QueryEmbedding, aembed_query, embed_query
+from autoembed.sqlalchemy._query import (
+    Bind,
+    EmbedIn,
+    QueryEmbedding,
+    aembed_query,
+    embed_query,
+)
 from autoembed.sqlalchemy._spec import (
     DEFAULT_MODEL,
     VectorizerSpec,
@@ -198,15 +204,32 @@ class Vectorizer:
 
     # ----------------------------------------------------------------- search
 
-    def embed_query(self, bind: Bind, query: str, version: str | None = None) -> QueryEmbedding:
+    def embed_query(
+        self,
+        bind: Bind,
+        query: str,
+        version: str | None = None,
+        *,
+        embed_in: EmbedIn | None = None,
+    ) -> QueryEmbedding:
         """The query's embedding by the stored vectors' model version (of the
-        active version, or of ``version``: a number, model or tag)."""
-        return embed_query(bind, self.name, query, version)
+        active version, or of ``version``: a number, model or tag): asked of
+        the database (a worker answers; the default) or, with
+        ``embed_in="process"`` / AUTOEMBED_QUERY_EMBEDDING=process, embedded
+        here when this process loads that exact version."""
+        return embed_query(bind, self.name, query, version, embed_in=embed_in)
 
     async def aembed_query(
-        self, session: AsyncSession, query: str, version: str | None = None
+        self,
+        session: AsyncSession,
+        query: str,
+        version: str | None = None,
+        *,
+        embed_in: EmbedIn | None = None,
     ) -> QueryEmbedding:
-        return await aembed_query(session, self.name, query, version)
+        """``embed_query`` for an AsyncSession; the model, if it runs here,
+        runs off the event loop."""
+        return await aembed_query(session, self.name, query, version, embed_in=embed_in)
 
     def wait_embedded(
         self, bind: Bind, row: Any = None, *, timeout: float = 30.0, version: str | None = None

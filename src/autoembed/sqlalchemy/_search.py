@@ -67,7 +67,9 @@ class SearchHits:
         )
 
     def select(self, *extra: Any) -> sa.Select[Any]:
-        """``SELECT model, score, rank, *extra`` for the hits in rank order."""
+        """``SELECT model, score, rank, *extra`` for the hits in rank order:
+        each row a ``(instance of the model, score: float, rank: int)`` tuple
+        (then the extra columns), as ``row.Model``, ``row.score``, ``row.rank``."""
         assert self.vectorizer.owner is not None
         return (
             sa.select(self.vectorizer.owner, self.score, self.rank, *extra)
