@@ -7,7 +7,6 @@ alter, ``--sql`` renders the operations, downgrade to base removes them."""
 from __future__ import annotations
 
 import io
-import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -19,90 +18,15 @@ from alembic import command
 from alembic.config import Config
 
 from autoembed.db import connect, sqlalchemy_url
+from tests.alembic_project import alembic_project, autogenerate, load_models, ops, write_models
 from tests.conftest import drain, url_as_role
-
-ENV_PY = """
-import importlib.util, uuid
-import sqlalchemy as sa
-from alembic import context
-import autoembed.alembic
-
-config = context.config
-spec = importlib.util.spec_from_file_location(
-    f"models_{uuid.uuid4().hex}", config.get_main_option("models_path"))
-models = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(models)
-target_metadata = models.Base.metadata
-options = dict(target_metadata=target_metadata, include_object=autoembed.alembic.include_object)
-
-if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True,
-                      dialect_opts={"paramstyle": "named"}, **options)
-    with context.begin_transaction():
-        context.run_migrations()
-else:
-    engine = sa.create_engine(config.get_main_option("sqlalchemy.url"), poolclass=sa.pool.NullPool)
-    with engine.connect() as connection:
-        context.configure(connection=connection, **options)
-        with context.begin_transaction():
-            context.run_migrations()
-    engine.dispose()
-"""
-
-MODELS = """
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from autoembed.sqlalchemy import Vectorizer
-
-class Base(DeclarativeBase):
-    pass
-
-class Product(Base):
-    __tablename__ = "products"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str]
-    description: Mapped[str]
-    embeddings = Vectorizer(columns={columns!r}, model={model!r}, chunk_tokens=64, chunk_overlap=8)
-"""
-
-
-def write_models(path: Path, columns: list[str], model: str = "hash:64") -> None:
-    path.write_text(textwrap.dedent(MODELS).format(columns=columns, model=model))
-
-
-def load_models(path: Path) -> Any:
-    import importlib.util
-    import uuid
-
-    spec = importlib.util.spec_from_file_location(f"models_{uuid.uuid4().hex}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def alembic_env(tmp_path: Path, db_url: str) -> Config:
-    cfg = Config(str(tmp_path / "alembic.ini"))
-    cfg.set_main_option("script_location", str(tmp_path / "migrations"))
-    command.init(cfg, str(tmp_path / "migrations"))
-    (tmp_path / "migrations" / "env.py").write_text(ENV_PY)
-    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(db_url))
-    cfg.set_main_option("models_path", str(tmp_path / "models.py"))
+    cfg = alembic_project(tmp_path, db_url)
     write_models(tmp_path / "models.py", ["name", "description"])
     return cfg
-
-
-def autogenerate(cfg: Config, message: str) -> str:
-    """Run `alembic revision --autogenerate`; the new script's upgrade() body."""
-    script = command.revision(cfg, message=message, autogenerate=True)
-    assert script is not None
-    text = Path(script.path).read_text()  # type: ignore[union-attr]
-    return text.split("def upgrade()")[1].split("def downgrade()")[0]
-
-
-def ops(body: str) -> list[str]:
-    return re.findall(r"op\.(\w+)\(", body)
 
 
 def test_autogenerate_upgrade_search_alter_and_downgrade(
@@ -141,7 +65,7 @@ def test_autogenerate_upgrade_search_alter_and_downgrade(
         session.commit()
     assert drain(db_url) is not None
     with sa.orm.Session(engine) as session:
-        query = Product.embeddings.embed_query(session, "waterproof hood")
+        query = Product.embeddings.embed_query(session, "waterproof hood", embed_in="process")
         for hits in (
             Product.embeddings.semantic(query, k=3),
             Product.embeddings.bm25(query, k=3),
