@@ -101,7 +101,7 @@ def _searches(url: str, **embed: Any) -> Callable[[], Awaitable[list[Any]]]:
     return run
 
 
-def test_the_default_asks_the_database_and_loads_no_model(memos: str) -> None:
+def test_the_default_asks_the_database(memos: str) -> None:
     service = QueryServiceThread(memos)
     try:
         engine = sa.create_engine(sqlalchemy_url(memos), poolclass=sa.pool.NullPool)
