@@ -30,7 +30,7 @@ from autoembed.worker.embedders import CachingEmbedder, load_embedder
 Conn = psycopg.Connection[Any]
 
 REPO = lc.REPO
-DATA_DIR = REPO / ".autoembed" / "campaign"
+DATA_DIR = lc.CAMPAIGN_DIR
 MODEL = lc.MODEL  # all-MiniLM-L6-v2, the base's (and the latency table's) model
 RUN_DB = "campaign_run"
 MARK = "autoembed campaign benchmark: "

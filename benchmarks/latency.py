@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -579,10 +579,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("dataset", type=Path, nargs="?", default=DEFAULT_DATASET, help="BEIR collection")
-    p.add_argument("--split", default="test")
-    p.add_argument("--chunks", type=int, default=100_000, help="replicate to at least this many")
-    p.add_argument("--replicas", type=int, help="replicate exactly this many times instead")
+    corpus_mod.add_table_arguments(p, DEFAULT_DATASET)
     p.add_argument("--queries", type=int, help="only the first N queries")
     p.add_argument("--k", type=int, default=10)
     p.add_argument(
@@ -590,16 +587,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--or-timeout", type=float, default=10.0, help="seconds per OR ts_rank_cd query")
     p.add_argument("--or-budget", type=float, default=120.0, help="seconds for all OR queries")
-    p.add_argument("--shared-buffers", default="2GB")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--rebuild", action="store_true", help="build the table again")
     p.add_argument("--no-explain", action="store_true", help="no EXPLAIN of missed targets")
     p.add_argument(
         "--quick",
         action="store_true",
         help="x1 replica, 30 queries, 5 checked (latency_quick.json)",
     )
-    p.add_argument("--data-dir", type=Path, default=corpus_mod.DATA_DIR)
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
     args = p.parse_args(argv)
     if args.quick:
@@ -612,17 +606,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started, load_start = time.monotonic(), os.getloadavg()
-    collection = beir.load(args.dataset, args.split)
-    collection = replace(collection, queries=collection.queries[: args.queries])
+    collection = corpus_mod.load_collection(args)
     args.queries_used = len(collection.queries)
-    with corpus_mod.server(args.data_dir, args.shared_buffers, print) as pg:
-        url = corpus_mod.database(pg, print)
-        t = time.monotonic()
-        corpus = corpus_mod.ensure(
-            url, collection, min_chunks=args.chunks, replicas=args.replicas,
-            rebuild=args.rebuild, say=print,
-        )  # fmt: skip
-        build_s = time.monotonic() - t
+    with corpus_mod.opened(args, collection, print) as (url, corpus, build_s):
         result = measure(url, corpus, collection, args)
     mach = machine(load_start)
     lines = header(args, corpus, mach, result["info"])

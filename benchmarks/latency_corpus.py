@@ -27,6 +27,7 @@ run-once (incremental) SQL recreates the whole database.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import json
@@ -34,7 +35,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from psycopg import sql
 
 from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres
+from autoembed.evaluation import beir
 from autoembed.evaluation.beir import Collection
 from autoembed.install import install
 from autoembed.settings import Settings
@@ -56,6 +58,7 @@ Say = Callable[[str], None]
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / ".autoembed" / "latency"
 EVALUATE_PG = REPO / ".autoembed" / "evaluate" / "pg"
+CAMPAIGN_DIR = REPO / ".autoembed" / "campaign"  # campaign.py's base state (SciFact, MiniLM)
 DATABASE = "latency"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 COLUMNS = ["title", "text"]
@@ -370,14 +373,20 @@ def seed(cache: CachingEmbedder, url: str) -> int:
 
 
 def seed_from(cache: CachingEmbedder, data_dirs: Iterable[Path], say: Say) -> int:
-    """seed from the embedded servers in data_dirs (other benchmarks'), where they exist."""
+    """seed from every database of the embedded servers in data_dirs (other
+    benchmarks'), where they exist."""
     found = 0
     for data_dir in data_dirs:
         if not data_dir.joinpath("PG_VERSION").exists():
             continue
         other = EmbeddedPostgres(data_dir)  # shared: stopped only by its last user
         try:
-            found += seed(cache, other.start())
+            with connect(other.start()) as conn:
+                names = conn.execute(
+                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate"
+                ).fetchall()
+            for (name,) in names:  # every database there (campaign.py keeps several)
+                found += seed(cache, other.url_for(name))
         except Exception as e:  # only an optimization
             say(f"could not read embeddings from {data_dir}: {e}")
         finally:
@@ -386,7 +395,7 @@ def seed_from(cache: CachingEmbedder, data_dirs: Iterable[Path], say: Say) -> in
 
 
 def seed_all(cache: CachingEmbedder, url: str, say: Say) -> None:
-    found = seed(cache, url) + seed_from(cache, [EVALUATE_PG], say)
+    found = seed(cache, url) + seed_from(cache, [EVALUATE_PG, CAMPAIGN_DIR / "pg"], say)
     say(f"embedding cache seeded with {found} chunk vectors of {cache.version().tag}")
 
 
@@ -482,6 +491,40 @@ def ensure(
         manifest = build(conn, url, collection, table, {"replicas": replicas, **wanted}, say)
         say(f"{table}: built {manifest['chunks']:,} chunks in {manifest['build_s']:.0f}s")
         return _corpus(table, manifest, reused=False)
+
+
+def add_table_arguments(p: argparse.ArgumentParser, default_dataset: Path) -> None:
+    """The options that say which replicated table a benchmark runs on."""
+    p.add_argument("dataset", type=Path, nargs="?", default=default_dataset, help="BEIR collection")
+    p.add_argument("--split", default="test")
+    p.add_argument("--chunks", type=int, default=100_000, help="replicate to at least this many")
+    p.add_argument("--replicas", type=int, help="replicate exactly this many times instead")
+    p.add_argument("--shared-buffers", default="2GB")
+    p.add_argument("--rebuild", action="store_true", help="build the table again")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR)
+
+
+def load_collection(args: argparse.Namespace) -> Collection:
+    """The collection add_table_arguments' options name, its queries cut to
+    --queries (all when None)."""
+    collection = beir.load(args.dataset, args.split)
+    return replace(collection, queries=collection.queries[: args.queries])
+
+
+@contextmanager
+def opened(
+    args: argparse.Namespace, collection: Collection, say: Say
+) -> Iterator[tuple[str, Corpus, float]]:
+    """The server, the database and the table add_table_arguments' options
+    name (built or reused): its URL, the corpus and the seconds ensuring it took."""
+    with server(args.data_dir, args.shared_buffers, say) as pg:
+        url = database(pg, say)
+        t = time.monotonic()
+        corpus = ensure(
+            url, collection, min_chunks=args.chunks, replicas=args.replicas,
+            rebuild=args.rebuild, say=say,
+        )  # fmt: skip
+        yield url, corpus, time.monotonic() - t
 
 
 def _corpus(table: str, manifest: dict[str, Any], *, reused: bool) -> Corpus:
