@@ -8,7 +8,10 @@ SQLAlchemy ORM on an AsyncSession), with the real model (all-MiniLM-L6-v2):
                  on autoembed's one query thread, awaited;
   database       aembed_query() (the default): the query embedded by the
                  worker's query service (``autoembed dev``), awaited; no model
-                 in this process at all.
+                 in this process at all;
+  no embedding   one query vector embedded beforehand for every search: the
+                 floor, what the searches alone (PostgreSQL, SQLAlchemy, the
+                 loop's own work) cost the loop on this machine.
 
     .venv/bin/python benchmarks/loop_lag.py [--rounds 20] [--json PATH]
 
@@ -86,11 +89,23 @@ async def by_database(session: AsyncSession, text: str) -> QueryEmbedding:
     return await Paper.embeddings.aembed_query(session, text, embed_in="database")
 
 
+_given: list[QueryEmbedding] = []
+
+
+async def given(session: AsyncSession, text: str) -> QueryEmbedding:
+    """The first query's embedding (by the worker), for every search."""
+    if not _given:
+        _given.append(await by_database(session, text))
+    return _given[0]
+
+
 MODES: dict[str, Callable[[AsyncSession, str], Awaitable[QueryEmbedding]]] = {
     "on the loop": on_the_loop,
     "process": in_process,
     "database": by_database,
+    "no embedding": given,
 }
+COMPETITORS = ("on the loop", "no embedding")  # reported, not judged
 
 
 async def measure(
@@ -214,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{'searches/s':>12}  target")  # fmt: skip
     for mode, r in results.items():
         verdict = (
-            "" if mode == "on the loop" else ("pass" if r["max_lag_ms"] <= TARGET_MS else "FAIL")
+            "" if mode in COMPETITORS else ("pass" if r["max_lag_ms"] <= TARGET_MS else "FAIL")
         )
         print(
             f"{mode:<16}{r['max_lag_ms']:>8.1f}ms{r['p99_lag_ms']:>8.1f}ms{r['search_p50_ms']:>10.0f}ms"
@@ -230,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
     print(f"\n{args.json}")
-    ok = all(r["max_lag_ms"] <= TARGET_MS for m, r in results.items() if m != "on the loop")
+    ok = all(r["max_lag_ms"] <= TARGET_MS for m, r in results.items() if m not in COMPETITORS)
     return 0 if ok else 1
 
 

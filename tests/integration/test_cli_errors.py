@@ -20,7 +20,7 @@ from psycopg.conninfo import make_conninfo
 from autoembed.cli_support import UserError, user_error
 from autoembed.db import connect
 from autoembed.embedded import EmbeddedPostgres
-from tests.conftest import drain
+from tests.conftest import as_superuser, drain
 from tests.integration.helpers import Conn, make_texts
 from tests.integration.pg_hba import passwords_asked
 from tests.integration.security_helpers import roles, url_as
@@ -139,8 +139,8 @@ def test_a_server_it_cannot_reach_or_log_in_to(
         "cannot connect to PostgreSQL",
         "a database URL reads postgresql://",
     )
-    with roles(conn, "locked") as (role,), passwords_asked(conn) as ask:
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD 'right'").format(sql.Identifier(role)))
+    with roles(conn, "locked") as (role,), as_superuser(conn) as su, passwords_asked(su) as ask:
+        su.execute(sql.SQL("ALTER ROLE {} PASSWORD 'right'").format(sql.Identifier(role)))
         ask(role)
         assert_user_error(
             autoembed("status", "--db", make_conninfo(db_url, user=role, password="wrong")),

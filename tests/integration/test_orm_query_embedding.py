@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from autoembed.db import sqlalchemy_url
 from autoembed.sqlalchemy import Vectorizer
 from autoembed.worker.embedders import load_embedder
-from tests.conftest import drain
+from tests.conftest import SUPERUSER, drain, url_as_role
 from tests.integration.helpers import QueryServiceThread
 
 DELAY_MS = 300
@@ -49,7 +49,9 @@ def memos(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     drain(db_url)
     monkeypatch.setenv("AUTOEMBED_HASH_DELAY_MS", str(DELAY_MS))
     monkeypatch.delenv("AUTOEMBED_QUERY_EMBEDDING", raising=False)
-    return db_url
+    # Searched as a superuser: an ordinary owner's text queries need the
+    # loopback a superuser sets up once (tests/e2e/test_least_privilege_install.py).
+    return url_as_role(db_url, SUPERUSER)
 
 
 def _max_loop_lag(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:

@@ -5,7 +5,6 @@ own WHERE, JOIN, ORDER BY and LIMIT."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,6 @@ from autoembed.sqlalchemy._query import QueryEmbedding
 
 if TYPE_CHECKING:
     from autoembed.sqlalchemy._declarative import Vectorizer
-
-_params = itertools.count()
 
 RESULT_COLUMNS = {
     "pk": pg.JSONB,
@@ -86,18 +83,20 @@ def _call(
 ) -> SearchHits:
     """``SELECT * FROM autoembed.<function>(positional..., option => value...)``.
     positional: (SQL fragment with a {} for the parameter, value, type).
-    Parameter names are unique per call, so several searches combine in one
-    statement."""
-    n = next(_params)
+    The parameters are unique (SQLAlchemy numbers them when the statement is
+    compiled), so several searches combine in one statement, and the text is
+    the same for every call with the same options, so SQLAlchemy compiles a
+    search's statement once and reuses it (a web process's event loop does
+    not compile the ORM select anew on every request)."""
     params: list[sa.BindParameter[Any]] = []
     args = []
     for i, (fragment, value, type_) in enumerate(positional):
-        key = f"ae{n}_{i}"
-        params.append(sa.bindparam(key, value, type_=type_))
+        key = f"ae_{i}"
+        params.append(sa.bindparam(key, value, type_=type_, unique=True))
         args.append(fragment.format(":" + key))
     for option, (value, type_) in named.items():
-        key = f"ae{n}_{option}"
-        params.append(sa.bindparam(key, value, type_=type_))
+        key = f"ae_{option}"
+        params.append(sa.bindparam(key, value, type_=type_, unique=True))
         args.append(f"{option} => :{key}")
     text = sa.text(f"SELECT * FROM autoembed.{function}({', '.join(args)})").bindparams(*params)
     return SearchHits(vectorizer, text.columns(**RESULT_COLUMNS).subquery())
