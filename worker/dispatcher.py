@@ -16,6 +16,7 @@ standbys.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -160,8 +161,9 @@ class Coalescer:
         out: dict[int, int] = {}
         for w, s in observed:
             # A shortfall made by fewer live claims than at the last look is
-            # topped up only if the next look finds it too: a drain between
-            # two batches holds no claim for a moment.
+            # topped up only if the next look finds it too: a claimant between
+            # two batches holds no claim for a moment (the dispatcher counts a
+            # marked drain as live throughout, queue.running_drains).
             dipped = s.live is not None and w.live_claims < s.live
             s.live = w.live_claims
             if w.claimable <= 0:
@@ -289,13 +291,31 @@ class Dispatcher:
 
     def dispatch(self, conn: psycopg.Connection[Any], only: set[int] | None) -> int:
         """Send the signals the coalescer asks for; returns how many."""
-        work = queue.work_summary(conn, only)
+        # A drain between two batches holds no claim, but is still running.
+        drains = queue.running_drains(conn)
+        work = [
+            dataclasses.replace(w, live_claims=max(w.live_claims, drains.get(w.vectorizer_id, 0)))
+            for w in queue.work_summary(conn, only)
+        ]
         in_broker = None
         if only is None and self.queued is not None and self.coalescer.total_waiting() > 0:
             in_broker = self.queued()
         sent = 0
         broker_away = False
-        for vid, n in self.coalescer.decide(work, time.monotonic(), in_broker).items():
+        decided = self.coalescer.decide(work, time.monotonic(), in_broker)
+        for w in work:
+            if w.vectorizer_id in decided:
+                log.info(
+                    "vectorizer %s: %d drain signals (claimable %d, live claims %d, "
+                    "waiting %d, in broker %s)",
+                    w.vectorizer_id,
+                    decided[w.vectorizer_id],
+                    w.claimable,
+                    w.live_claims,
+                    self.coalescer.waiting(w.vectorizer_id) - decided[w.vectorizer_id],
+                    in_broker,
+                )
+        for vid, n in decided.items():
             done = 0
             while not broker_away and done < n:
                 if self.send(vid) is False:

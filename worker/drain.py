@@ -6,6 +6,7 @@ Used by the Celery task (with a time budget) and by ``autoembed worker
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -137,6 +138,27 @@ def drain_vectorizer(
     config = queue.vectorizer(conn, vectorizer_id)
     if config is None or config.paused:
         return stats
+    # Marked as draining for its whole run, between batches too (when it
+    # holds no claim), so the dispatcher does not take a pause for a free slot.
+    name = conn.info.parameter_status("application_name") or ""
+    queue.mark_draining(conn, vectorizer_id, name)
+    try:
+        return _drain(conn, config, settings, stats, deadline, progress)
+    finally:
+        if not conn.closed and conn.info.status == psycopg.pq.ConnStatus.OK:
+            with contextlib.suppress(psycopg.Error):
+                queue.mark_draining(conn, None, name)
+
+
+def _drain(
+    conn: psycopg.Connection[Any],
+    config: queue.VectorizerConfig,
+    settings: Settings,
+    stats: DrainStats,
+    deadline: float | None,
+    progress: Progress | None,
+) -> DrainStats:
+    vectorizer_id = config.id
     scheduler = Scheduler(
         settings.campaign_share, settings.campaign_batch_seconds, _seconds_per_row
     )

@@ -243,6 +243,32 @@ def worker_sessions(conn: psycopg.Connection[Any], application: str) -> set[int]
     }
 
 
+# A session draining a vectorizer says so in its application_name (visible
+# to every role, like its pid): "<name> [drain <vectorizer id>]".
+DRAIN_MARK = " [drain {}]"
+
+
+def mark_draining(conn: psycopg.Connection[Any], vectorizer_id: int | None, name: str) -> None:
+    """Set the session's application_name to ``name``, marked as draining the
+    vectorizer (None: unmarked)."""
+    marked = name if vectorizer_id is None else name + DRAIN_MARK.format(vectorizer_id)
+    conn.execute("SELECT pg_catalog.set_config('application_name', %s, false)", (marked,))
+
+
+def running_drains(conn: psycopg.Connection[Any]) -> dict[int, int]:
+    """vectorizer id -> how many sessions of this database are draining it
+    now, between two batches too (when they hold no claim)."""
+    return {
+        r[0]: r[1]
+        for r in conn.execute(
+            "SELECT substring(application_name FROM ' \\[drain ([0-9]+)\\]$')::int, count(*) "
+            "FROM pg_catalog.pg_stat_activity "
+            "WHERE datname = pg_catalog.current_database() "
+            "AND application_name ~ ' \\[drain [0-9]+\\]$' GROUP BY 1"
+        )
+    }
+
+
 def compact_stats(conn: psycopg.Connection[Any], name: str) -> int:
     row = conn.execute("SELECT autoembed.compact_stats(%s)", (name,)).fetchone()
     return int(row[0]) if row else 0

@@ -176,14 +176,16 @@ def show_searches(conn: psycopg.Connection[Any]) -> int:
 
 
 def wait_until_interrupted(url: str, broker: str) -> None:
-    _say(
-        "\nPostgreSQL, Redis and the worker keep running; Ctrl-C (or SIGTERM) stops them.\n"
-        f"  psql '{url}'\n"
-        f"  broker: {broker}\n"
-        f"  autoembed status --db '{url}'\n"
-        f"  autoembed search --db '{url}' {TABLE} 'your question'"
-    )
+    # The message is inside the try: a SIGTERM sent as soon as its first line
+    # shows is the expected way to stop, not an interruption of the demo.
     try:
+        _say(
+            "\nPostgreSQL, Redis and the worker keep running; Ctrl-C (or SIGTERM) stops them.\n"
+            f"  psql '{url}'\n"
+            f"  broker: {broker}\n"
+            f"  autoembed status --db '{url}'\n"
+            f"  autoembed search --db '{url}' {TABLE} 'your question'"
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

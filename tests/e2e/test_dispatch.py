@@ -125,11 +125,37 @@ def test_one_insert_of_10000_rows_is_a_few_messages_to_a_real_worker(
         f"{received} drain messages received, {broker.llen('autoembed')} still queued"
     )
     worker.assert_clean_log()
+    decisions = "\n".join(re.findall(r".*drain signals.*", worker.log()))
     assert 1 <= received <= 4, (
         f"{received} drain messages for one 10,000-row INSERT (parallelism 4); the "
         "dispatcher keeps topping up while one worker is busy, so the extra messages "
-        "pile up in the broker in proportion to the drain time"
+        f"pile up in the broker in proportion to the drain time. Its decisions:\n{decisions}"
     )
+
+
+def test_a_drain_between_two_batches_still_counts_as_running(
+    conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    """Between two batches a drain holds no claim; its session's mark still
+    tells the dispatcher it runs, so a look at that moment does not take the
+    pause for a free slot and send one more message."""
+    vid = _vectorizer(conn, "gaps")
+    conn.execute("INSERT INTO gaps SELECT g, 'row ' || g FROM generate_series(1, 64) g")
+    seen: list[tuple[int, dict[int, int]]] = []
+
+    def between_batches(vectorizer_id: int, result: object) -> None:
+        claims = next(w.live_claims for w in queue.work_summary(conn) if w.vectorizer_id == vid)
+        seen.append((claims, queue.running_drains(conn)))
+
+    with connect(db_url, application_name="autoembed worker") as worker_conn:
+        queue.prepare(worker_conn)
+        settings = Settings(database_url=db_url, batch_size=16)
+        stats = drain_vectorizer(worker_conn, vid, settings, progress=between_batches)
+        name = worker_conn.execute("SHOW application_name").fetchone()
+    assert stats.written == 64 and len(seen) == 4, (stats, seen)
+    assert seen == [(0, {vid: 1})] * 4, "no claim held, the drain seen running"
+    assert name == ("autoembed worker",), "the mark is taken off when the drain ends"
+    assert queue.running_drains(conn) == {}
 
 
 def test_a_change_without_a_notify_is_still_signalled_within_a_second(
