@@ -75,10 +75,8 @@ def embed_query(
     docstring (``embed_in`` overrides AUTOEMBED_QUERY_EMBEDDING)."""
     conn = bind.connection() if isinstance(bind, Session) else bind
     target = _target(conn, name, version)
-    if _where(embed_in) == "process":
-        embedder = _local_embedder(target)
-        if embedder is not None:
-            return _embed_here(embedder, target, query)
+    if _where(embed_in) == "process" and (here := _in_process(target, query)) is not None:
+        return here
     return _from_database(target, query, conn.execute(*_database_call(name, query, target)))
 
 
@@ -95,9 +93,9 @@ async def aembed_query(
     target = await session.run_sync(lambda s: _target(s.connection(), name, version))
     if _where(embed_in) == "process":
         loop = asyncio.get_running_loop()
-        embedder = await loop.run_in_executor(_query_pool(), _local_embedder, target)
-        if embedder is not None:
-            return await loop.run_in_executor(_query_pool(), _embed_here, embedder, target, query)
+        here = await loop.run_in_executor(_query_pool(), _in_process, target, query)
+        if here is not None:
+            return here
     return _from_database(
         target, query, await session.execute(*_database_call(name, query, target))
     )
@@ -154,7 +152,12 @@ def _local_embedder(target: _Target) -> Embedder | None:
     return embedder
 
 
-def _embed_here(embedder: Embedder, target: _Target, query: str) -> QueryEmbedding:
+def _in_process(target: _Target, query: str) -> QueryEmbedding | None:
+    """The query embedded here, or None when this process may not (see
+    _local_embedder)."""
+    embedder = _local_embedder(target)
+    if embedder is None:
+        return None
     vector = [float(x) for x in embedder.embed([query])[0]]
     return QueryEmbedding(query, vector, embedder.version().tag, "process")
 
