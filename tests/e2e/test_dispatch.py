@@ -152,7 +152,8 @@ def test_a_drain_between_two_batches_still_counts_as_running(
         settings = Settings(database_url=db_url, batch_size=16)
         stats = drain_vectorizer(worker_conn, vid, settings, progress=between_batches)
         name = worker_conn.execute("SHOW application_name").fetchone()
-    assert stats.written == 64 and len(seen) == 4, (stats, seen)
+    assert stats.written == 64, stats
+    assert len(seen) == 4, seen
     assert seen == [(0, {vid: 1})] * 4, "no claim held, the drain seen running"
     assert name == ("autoembed worker",), "the mark is taken off when the drain ends"
     assert queue.running_drains(conn) == {}
