@@ -19,6 +19,7 @@ AUTOEMBED_EXAMPLE_MODEL picks the model (the tests use a fast one).
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,6 +95,9 @@ def create_app(url: str) -> FastAPI:
         # the table and its vectorizer, if missing (a real app: Alembic)
         async with engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
+        # Start-up objects are never collected again: no full collection of
+        # them stalls the loop (docs/web-apps.md, "Freeze the start-up heap").
+        gc.freeze()
         yield
         await engine.dispose()
 

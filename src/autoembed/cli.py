@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -165,11 +166,19 @@ def _worker(
 
 
 def _default_concurrency() -> int:
-    try:
-        import torch
-    except ImportError:
-        return 1
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    """One pool process per GPU, else one. Never imports torch here: this
+    process becomes Celery's main process, which embeds nothing (torch would
+    cost it ~250 MB, and CUDA initialized before the fork breaks the pool)."""
+    if not any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/kfd", "/proc/driver/nvidia")):
+        return 1  # no GPU driver on this machine
+    probe = subprocess.run(
+        [sys.executable, "-c", _GPU_PROBE], capture_output=True, text=True, check=False
+    )
+    last = probe.stdout.split()[-1:] if probe.returncode == 0 else []
+    return max(1, int(last[0])) if last and last[0].isdigit() else 1
+
+
+_GPU_PROBE = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
 
 
 @main.command()
