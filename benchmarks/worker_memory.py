@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 def embedded() -> bool:
                     row = conn.execute(
-                        "SELECT embedded FROM autoembed.vectorizer_status('papers')"
+                        "SELECT embedded_rows FROM autoembed.vectorizer_status "
+                        "WHERE name = 'papers'"
                     ).fetchone()
                     return row is not None and row[0] >= len(docs)
 
