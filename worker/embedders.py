@@ -224,7 +224,9 @@ class SentenceTransformerEmbedder:
         def tensors() -> Any:
             for key, tensor in model.state_dict().items():
                 t = tensor.detach().cpu().contiguous().view(-1)
-                raw = t.view(torch.uint8).numpy().tobytes()
+                # a view of the tensor's own bytes, not a copy (a copy of
+                # every tensor would stay in the process's RSS)
+                raw = memoryview(t.view(torch.uint8).numpy())
                 yield key, str(t.dtype), tuple(tensor.shape), raw
 
         return digest_tensors(tensors())

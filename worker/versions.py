@@ -31,7 +31,7 @@ class ModelVersion:
         )
 
 
-def digest_tensors(named: Iterable[tuple[str, str, tuple[int, ...], bytes]]) -> str:
+def digest_tensors(named: Iterable[tuple[str, str, tuple[int, ...], bytes | memoryview]]) -> str:
     """sha256 over (name, dtype, shape, raw bytes) of each tensor, in name order."""
     h = hashlib.sha256()
     for name, dtype, shape, data in sorted(named, key=lambda t: t[0]):
