@@ -33,7 +33,7 @@ from bench_run_info import machine, run_info
 from bench_server import embedded_database
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedRedis
+from autoembed.embedded import EmbeddedRedis, sigterm_as_interrupt
 from autoembed.evaluation import beir
 from autoembed.evaluation.metrics import percentile
 
@@ -203,4 +203,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # a killed run stops its worker, Redis and PostgreSQL too
+        sys.exit(main())
