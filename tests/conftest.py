@@ -240,3 +240,18 @@ def drain(url: str, **overrides: Any) -> Any:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh ONNX export cache for this test session (AUTOEMBED_ONNX_CACHE),
+    so every run exports the models once: the export is tested, not a cache
+    left by an earlier run. Worker processes the tests start inherit it."""
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    before = os.environ.get("AUTOEMBED_ONNX_CACHE")
+    os.environ["AUTOEMBED_ONNX_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("AUTOEMBED_ONNX_CACHE", None)
+    else:
+        os.environ["AUTOEMBED_ONNX_CACHE"] = before

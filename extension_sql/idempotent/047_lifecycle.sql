@@ -36,7 +36,9 @@ BEGIN
           WHEN version IS NULL OR version = 'active' THEN x.state = 'active'
           WHEN version = 'building' THEN x.state = 'building'
           WHEN version ~ '^[0-9]{1,9}$' THEN x.ordinal = version::int
-          ELSE mv.tag = version OR x.model = version OR x.model = 'sentence-transformers/' || version
+          ELSE mv.tag = version OR x.model = version
+               -- a short name, perhaps with a backend prefix (onnx-int8:all-MiniLM-L6-v2)
+               OR x.model = regexp_replace(version, '^((onnx|onnx-int8):)?', '\1sentence-transformers/')
       END;
     IF cardinality(found_versions) = 1 THEN
         RETURN found_versions[1];

@@ -17,6 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from autoembed.worker.onnx_backend import split_backend
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 # Options of autoembed.create_vectorizer() besides source, columns and name,
@@ -81,15 +83,18 @@ class VectorizerSpec:
 def model_dimensions(model: str) -> int | None:
     if model.startswith("hash:") and model[5:].isdigit():
         return int(model[5:])
-    if model in (DEFAULT_MODEL, DEFAULT_MODEL.split("/", 1)[1]):
+    if split_backend(model)[1] in (DEFAULT_MODEL, DEFAULT_MODEL.split("/", 1)[1]):
         return 384
     return None
 
 
 def same_model(declared: str, stored: str) -> bool:
     """Whether a declared model name is the one the catalog stores (which
-    resolves a short name such as ``all-MiniLM-L6-v2``)."""
-    return declared == stored or f"sentence-transformers/{declared}" == stored
+    resolves a short name such as ``all-MiniLM-L6-v2``, also after a backend
+    prefix such as ``onnx-int8:``)."""
+    backend, model = split_backend(declared)
+    prefix = f"{backend}:" if backend else ""
+    return declared == stored or f"{prefix}sentence-transformers/{model}" == stored
 
 
 def derived_name(base: str, suffix: str) -> str:
