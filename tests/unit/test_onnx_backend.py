@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoembed.sqlalchemy._spec import model_dimensions, same_model
 from autoembed.worker.embedders import (
     DEFAULT_MODEL,
     ModelLoadError,
@@ -50,6 +51,15 @@ def test_model_names_with_a_backend_prefix() -> None:
     assert split_backend(DEFAULT_MODEL) == (None, DEFAULT_MODEL)
     assert split_backend("hash:16") == (None, "hash:16")
     assert split_backend("onnx-fp16:x") == (None, "onnx-fp16:x")
+
+
+def test_the_orm_knows_onnx_names_of_a_model() -> None:
+    """What a declared vectorizer compares with the catalog's resolved name."""
+    assert model_dimensions("onnx-int8:all-MiniLM-L6-v2") == 384
+    assert same_model("onnx-int8:all-MiniLM-L6-v2", INT8)
+    assert same_model(INT8, INT8)
+    assert not same_model("all-MiniLM-L6-v2", INT8)
+    assert not same_model("onnx:all-MiniLM-L6-v2", INT8)
 
 
 def test_each_backend_is_a_model_version_of_its_own(onnx_cache: Path) -> None:
