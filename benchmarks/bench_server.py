@@ -1,11 +1,14 @@
 """A private PostgreSQL for a benchmark: the embedded server with its default,
 durable settings, autoembed installed, a LISTEN session standing in for the
-dispatcher, and the server process's CPU clock."""
+dispatcher, and the server process's CPU clock; and a real worker process
+with a broker of its own."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from autoembed.embedded import EmbeddedPostgres
+from autoembed.embedded import EmbeddedPostgres, EmbeddedRedis
 from autoembed.install import install
 
 SETTINGS = (
@@ -115,3 +118,58 @@ class ServerClock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class WorkerProcess:
+    """``autoembed worker`` (its defaults) with a Redis broker of its own,
+    both in ``directory``: started by ``with``, stopped (and Redis with it)
+    when the block ends; its output in ``log``."""
+
+    def __init__(self, url: str, directory: Path) -> None:
+        self.url, self.log = url, directory / "worker.log"
+        self._redis = EmbeddedRedis(directory / "redis")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> WorkerProcess:
+        broker = self._redis.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOEMBED_")}
+        env |= {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        cli = str(Path(sys.executable).with_name("autoembed"))
+        try:
+            with open(self.log, "wb") as out:
+                self.proc = subprocess.Popen(
+                    [cli, "worker", "--db", self.url, "--broker", broker],
+                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                )  # fmt: skip
+        except BaseException:
+            self._redis.stop()
+            raise
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_for(self, *texts: str, timeout: float = 300) -> float:
+        """Until every text is in the log; seconds waited."""
+        assert self.proc is not None
+        started = time.monotonic()
+        while not all(t in self.log.read_text(errors="replace") for t in texts):
+            if self.proc.poll() is not None or time.monotonic() - started > timeout:
+                raise RuntimeError(
+                    f"worker: no {texts} in its log:\n{self.log.read_text()[-3000:]}"
+                )
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc is not None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+        finally:
+            self._redis.stop()

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,10 +29,10 @@ from typing import Any
 
 import psycopg
 from bench_run_info import machine, run_info
-from bench_server import embedded_database
+from bench_server import WorkerProcess, embedded_database
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedRedis, sigterm_as_interrupt
+from autoembed.embedded import sigterm_as_interrupt
 from autoembed.evaluation import beir
 from autoembed.evaluation.metrics import percentile
 
@@ -112,30 +111,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             (f"{prefix}{i}", d.title or "", f"{d.text} [{prefix}{i}]") for i, d in enumerate(docs)
         ]
 
-    cli = str(Path(sys.executable).with_name("autoembed"))
     phases: dict[str, Any] = {}
-    with embedded_database() as url, tempfile.TemporaryDirectory(prefix="autoembed-fresh-") as tmp:
-        redis = EmbeddedRedis(Path(tmp) / "redis")
-        broker = redis.start()
-        log = Path(tmp) / "worker.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOEMBED_")}
-        env |= {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        with connect(url) as writer, connect(url) as reader:
-            writer.execute("CREATE TABLE papers (id text PRIMARY KEY, title text, abstract text)")
-            writer.execute(
-                "SELECT autoembed.create_vectorizer('papers', ARRAY['title', 'abstract'])"
-            )
-            with open(log, "wb") as out:
-                proc = subprocess.Popen(
-                    [cli, "worker", "--db", url, "--broker", broker],
-                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                )  # fmt: skip
-            try:
-                deadline = time.monotonic() + 300
-                while "ready." not in log.read_text(errors="replace"):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the worker did not start:\n{log.read_text()}")
-                    time.sleep(0.2)
+    with (
+        embedded_database() as url,
+        tempfile.TemporaryDirectory(prefix="autoembed-fresh-") as tmp,
+        connect(url) as writer,
+        connect(url) as reader,
+    ):
+        writer.execute("CREATE TABLE papers (id text PRIMARY KEY, title text, abstract text)")
+        writer.execute("SELECT autoembed.create_vectorizer('papers', ARRAY['title', 'abstract'])")
+        worker = WorkerProcess(url, Path(tmp))
+        try:
+            with worker:
+                worker.wait_for("ready.")
                 # warm: the model loaded in the pool process, a first row through
                 sample(writer, reader, rows("warm", 3, 0), args.give_up, rng, "warm-up")
                 print(f"idle worker: {args.samples} INSERTs ...")
@@ -158,15 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "backlog_after": after,
                     "backfill_rows_per_s": (before - after) / (time.monotonic() - t),
                 }
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                redis.stop()
-                if args.worker_log:
-                    args.worker_log.write_bytes(log.read_bytes())
+        finally:
+            if args.worker_log and worker.log.exists():
+                args.worker_log.write_bytes(worker.log.read_bytes())
     mach = machine(load_start, libraries=True)
     print(
         f"\nfreshness: INSERT commit -> searchable, all-MiniLM-L6-v2 worker on the CPU; "

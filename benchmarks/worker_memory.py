@@ -28,11 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from bench_run_info import machine, run_info
-from bench_server import embedded_database
+from bench_server import WorkerProcess, embedded_database
 
 from autoembed.db import connect
-from autoembed.embedded import EmbeddedRedis, sigterm_as_interrupt
+from autoembed.embedded import sigterm_as_interrupt
 from autoembed.evaluation import beir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,13 +116,11 @@ class Sampler:
             self.phase_peak[self.phase] = max(self.phase_peak.get(self.phase, 0.0), rss)
 
 
-def _wait(what: str, done: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> float:
-    t = time.monotonic()
-    while not done():
-        if proc.poll() is not None or time.monotonic() - t > timeout:
-            raise RuntimeError(f"{what}: the worker did not get there:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return time.monotonic() - t
+def embedded(conn: psycopg.Connection[Any], rows: int) -> bool:
+    row = conn.execute(
+        "SELECT embedded_rows FROM autoembed.vectorizer_status WHERE name = 'papers'"
+    ).fetchone()
+    return row is not None and row[0] >= rows
 
 
 MODEL_ALONE = """
@@ -165,7 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     collection = beir.load(DATASET, "test")
     docs = collection.corpus[: args.rows]
     queries = [q.text for q in collection.queries][: args.queries]
-    cli = str(Path(sys.executable).with_name("autoembed"))
     timings: dict[str, float] = {}
     with (
         embedded_database() as url,
@@ -176,52 +174,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             with conn.cursor().copy("COPY papers FROM STDIN") as copy:
                 for d in docs:
                     copy.write_row((d.id, d.title or "", d.text))
-        redis = EmbeddedRedis(Path(tmp) / "redis")
-        broker = redis.start()
-        log = Path(tmp) / "worker.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOEMBED_")}
-        env |= {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        try:
-            with open(log, "wb") as out:
-                proc = subprocess.Popen(
-                    [cli, "worker", "--db", url, "--broker", broker],
-                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                )  # fmt: skip
-            with Sampler(proc.pid) as sampler, connect(url) as conn:
-                timings["start-up s"] = _wait(
-                    "start-up",
-                    lambda: "query service ready" in log.read_text(errors="replace")
-                    and "ready." in log.read_text(errors="replace"),
-                    proc, log, 300,
-                )  # fmt: skip
-                sampler.phase = "backfill"
-                conn.execute(
-                    "SELECT autoembed.create_vectorizer('papers', ARRAY['title', 'abstract'])"
-                )
-
-                def embedded() -> bool:
-                    row = conn.execute(
-                        "SELECT embedded_rows FROM autoembed.vectorizer_status "
-                        "WHERE name = 'papers'"
-                    ).fetchone()
-                    return row is not None and row[0] >= len(docs)
-
-                timings["backfill s"] = _wait("backfill", embedded, proc, log, 1800)
-                sampler.phase = "text queries"
-                t = time.monotonic()
-                for q in queries:
-                    rows = conn.execute("SELECT * FROM autoembed.search('papers', %s, 5)", (q,))
-                    assert rows.fetchall(), q
-                timings["text queries s"] = time.monotonic() - t
-                time.sleep(0.5)
-        finally:
-            if "proc" in locals():
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            redis.stop()
+        with (
+            WorkerProcess(url, Path(tmp)) as worker,
+            Sampler(worker.pid) as sampler,
+            connect(url) as conn,
+        ):
+            timings["start-up s"] = worker.wait_for("query service ready", "ready.")
+            sampler.phase = "backfill"
+            conn.execute("SELECT autoembed.create_vectorizer('papers', ARRAY['title', 'abstract'])")
+            t = time.monotonic()
+            while not embedded(conn, len(docs)):
+                if worker.proc is not None and worker.proc.poll() is not None:
+                    raise RuntimeError(f"the worker died:\n{worker.log.read_text()[-3000:]}")
+                time.sleep(0.2)
+            timings["backfill s"] = time.monotonic() - t
+            sampler.phase = "text queries"
+            # the first may wait while the query service loads the model
+            conn.execute("SET autoembed.query_timeout = '120s'")
+            t = time.monotonic()
+            for q in queries:
+                rows = conn.execute("SELECT * FROM autoembed.search('papers', %s, 5)", (q,))
+                assert rows.fetchall(), q
+            timings["text queries s"] = time.monotonic() - t
+            time.sleep(0.5)
     texts = [f"{d.title or ''} {d.text}" for d in docs]
     alone = model_alone(texts, queries, threads=os.cpu_count() or 1)
     report = {
