@@ -163,6 +163,7 @@ def _drain(
         settings.campaign_share, settings.campaign_batch_seconds, _seconds_per_row
     )
     pipes: dict[int, Pipeline] = {}
+    unmerged = 0  # chunks written since this drain last merged BM25's fresh list
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             stats.more_work = True
@@ -199,6 +200,10 @@ def _drain(
         stats.failed += result.failed
         stats.rejected += result.rejected
         stats.chunks += result.chunks
+        unmerged += result.chunks
+        if unmerged >= MERGE_AFTER_CHUNKS:
+            queue.merge_bm25(conn, config.name, MERGE_AFTER_CHUNKS)
+            unmerged = 0
         name = f"{config.name} v{pipe.version.ordinal}"
         for error in result.errors:
             log.warning("vectorizer %s: row failed: %s", name, error)
@@ -247,6 +252,12 @@ _seconds_per_row: dict[int, float] = {}
 # after it last did (cheap to skip, not worth doing after every small drain).
 COMPACT_AFTER_CHUNKS = 2000
 COMPACT_AFTER_SECONDS = 300.0
+# Written chunks join BM25's fresh list: searchable at once, each costing
+# every BM25 search a little until merged into the index. A drain merges
+# every MERGE_AFTER_CHUNKS chunks it writes, and when it ends if at least
+# MERGE_AT_END are fresh (compaction merges them all).
+MERGE_AFTER_CHUNKS = 1000
+MERGE_AT_END = 200
 _compaction: dict[int, tuple[int, float]] = {}  # vectorizer id -> (chunks since, last time)
 
 
@@ -260,6 +271,8 @@ def _maybe_compact(
     ):
         queue.compact_stats(conn, config.name)
         chunks, last = 0, time.monotonic()
+    elif stats.chunks:
+        queue.merge_bm25(conn, config.name, MERGE_AT_END)
     _compaction[config.id] = (chunks, last)
 
 

@@ -274,6 +274,13 @@ def compact_stats(conn: psycopg.Connection[Any], name: str) -> int:
     return int(row[0]) if row else 0
 
 
+def merge_bm25(conn: psycopg.Connection[Any], name: str, min_chunks: int) -> int:
+    """Merge the vectorizer's fresh BM25 chunks into its index when there
+    are at least min_chunks (064_bm25_index.sql); 0 if another session is."""
+    row = conn.execute("SELECT autoembed.merge_bm25(%s, %s)", (name, min_chunks)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def drain_started(conn: psycopg.Connection[Any], vectorizer_id: int) -> None:
     conn.execute("SELECT autoembed.drain_started(%s)", (vectorizer_id,))
 

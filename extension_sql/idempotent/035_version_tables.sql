@@ -29,7 +29,7 @@ BEGIN
     WHERE c.relnamespace = 'autoembed'::regnamespace
       AND c.relname = ANY (ARRAY(SELECT autoembed._version_name(v.name, n, k) FROM unnest(ARRAY[
               'queue', 'embeddings', 'postings', 'stats', 'hnsw', 'queue_pkey', 'embeddings_pkey',
-              'chunk_id', 'postings_impact', 'postings_term', 'postings_chunk', 'stats_term']) AS k));
+              'chunk_id', 'postings_impact', 'postings_segment', 'stats_term']) AS k));
     IF taken IS NOT NULL THEN
         RAISE EXCEPTION 'autoembed: version % of vectorizer "%" needs names already taken in schema autoembed: %',
             n, v.name, taken USING ERRCODE = 'duplicate_table';

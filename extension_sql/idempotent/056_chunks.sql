@@ -1,5 +1,7 @@
 -- Writing and forgetting chunks: the embeddings rows and, with them, their
--- BM25 postings and statistics, always together, in the caller's transaction.
+-- BM25 statistics, always together, in the caller's transaction; a written
+-- chunk joins the BM25 index's fresh list (064_bm25_index.sql), a deleted
+-- one's postings are dropped when its segment is merged.
 --
 -- Statistics are kept as deltas (rows added, never updated), so concurrent
 -- writers never wait on a shared counter row; a reader's sums are exact for
@@ -32,8 +34,6 @@ BEGIN
                 USING jsonb_to_recordset($1) AS k(%2$s)
                 WHERE %3$s
                 RETURNING e.chunk_id, e.model_version_id, e.lexemes, e.doc_len
-            ), postings AS (
-                DELETE FROM autoembed.%4$I AS p USING gone AS g WHERE p.chunk_id = g.chunk_id
             ), terms AS (
                 INSERT INTO autoembed.%5$I (model_version_id, term, docs, length)
                 SELECT g.model_version_id, l.lexeme, -count(*), 0
@@ -45,7 +45,7 @@ BEGIN
             FROM gone AS g GROUP BY g.model_version_id
             $q$,
             ver.embeddings_table, autoembed._pk_fragment(v, '%1$I %2$s'),
-            autoembed._pk_join(v, 'e', 'k'), ver.postings_table, ver.stats_table)
+            autoembed._pk_join(v, 'e', 'k'), NULL, ver.stats_table)
             USING keys;
     END LOOP;
 END
@@ -54,8 +54,7 @@ $$;
 -- Insert the chunks of a completed claim of version ver, embedded by model
 -- version model_version_id, for the rows in `keys` (a JSON array of key
 -- objects); chunk_item indexes into `items`. Each chunk's lexemes (its text
--- search configuration's to_tsvector) become its BM25 postings, with impacts
--- for v's k1, b and ver's bm25_ref_avgdl (the caller holds them still).
+-- search configuration's to_tsvector) are BM25's forward index.
 CREATE OR REPLACE FUNCTION autoembed._insert_chunks(
     v autoembed.vectorizer, ver autoembed.vectorizer_version, model_version_id int, keys jsonb, items jsonb,
     chunk_item int[], chunk_no int[], chunk text[], embedding @extschema:vector@.vector[])
@@ -80,12 +79,10 @@ BEGIN
                    i.claimed_seq
             FROM incoming AS i
             RETURNING chunk_id, model_version_id, lexemes, doc_len
-        ), postings AS (
-            INSERT INTO autoembed.%9$I (model_version_id, term, chunk_id, tf, doc_len, impact)
-            SELECT p.model_version_id, p.term, p.chunk_id, p.tf, p.doc_len, %11$s
-            FROM (SELECT n.model_version_id, l.lexeme AS term, n.chunk_id,
-                         cardinality(l.positions) AS tf, n.doc_len
-                  FROM new AS n CROSS JOIN LATERAL unnest(n.lexemes) AS l) AS p
+        ), fresh AS (
+            -- searchable at once; merged into the index later (064_bm25_index.sql)
+            INSERT INTO autoembed.%9$I (model_version_id, term, segment, max_impact, chunk_ids, impacts)
+            SELECT $2, '', 0, 0, array_agg(n.chunk_id), '{}' FROM new AS n HAVING count(*) > 0
         ), terms AS (
             INSERT INTO autoembed.%10$I (model_version_id, term, docs, length)
             SELECT n.model_version_id, l.lexeme, count(*), 0
@@ -104,9 +101,7 @@ BEGIN
         autoembed._pk_fragment(v, '%1$I'),               -- 7
         autoembed._pk_fragment(v, 'i.%1$I'),             -- 8
         ver.postings_table,                              -- 9
-        ver.stats_table,                                 -- 10
-        autoembed._impact_expr(8, 9, 10))                -- 11
-        USING keys, model_version_id, chunk_item, chunk_no, chunk, embedding, items,
-              v.bm25_k1, v.bm25_b, ver.bm25_ref_avgdl;
+        ver.stats_table)                                 -- 10
+        USING keys, model_version_id, chunk_item, chunk_no, chunk, embedding, items;
 END
 $$;

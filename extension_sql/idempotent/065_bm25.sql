@@ -14,38 +14,9 @@
 -- the caller's snapshot: exact, and changed by a DELETE or UPDATE at once.
 -- ts_rank and ts_rank_cd are not BM25; autoembed does not use them.
 
--- Per version (the chunks depend on the model's tokenizer): postings (one
--- row per chunk and lexeme) and statistics deltas (term '' holds the chunk
--- count and total length). Each posting also carries its impact,
--- tf / (tf + k1 * (1 - b + b * dl / A)) for the vectorizer's k1, b and the
--- version's reference average length A (bm25_ref_avgdl), and is indexed by
--- it, so a query can read each term's best postings first.
-CREATE OR REPLACE FUNCTION autoembed._create_bm25_tables(v autoembed.vectorizer, ver autoembed.vectorizer_version)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    EXECUTE format(
-        'CREATE TABLE autoembed.%I (model_version_id int NOT NULL, term text NOT NULL, '
-        'chunk_id bigint NOT NULL, tf int NOT NULL, doc_len int NOT NULL, impact float4 NOT NULL)',
-        ver.postings_table);
-    EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term, impact DESC) '
-                   'INCLUDE (chunk_id, tf, doc_len)',
-        autoembed._version_name(v.name, ver.ordinal, 'postings_impact'), ver.postings_table);
-    EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term, chunk_id) INCLUDE (tf, doc_len)',
-        autoembed._version_name(v.name, ver.ordinal, 'postings_term'), ver.postings_table);
-    EXECUTE format('CREATE INDEX %I ON autoembed.%I (chunk_id)',
-        autoembed._version_name(v.name, ver.ordinal, 'postings_chunk'), ver.postings_table);
-    EXECUTE format(
-        'CREATE TABLE autoembed.%I (model_version_id int NOT NULL, term text NOT NULL, '
-        'docs bigint NOT NULL, length bigint NOT NULL)',
-        ver.stats_table);
-    EXECUTE format('CREATE INDEX %I ON autoembed.%I (model_version_id, term)',
-        autoembed._version_name(v.name, ver.ordinal, 'stats_term'), ver.stats_table);
-    EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I FROM PUBLIC', ver.postings_table, ver.stats_table);
-END
-$$;
+-- Statistics per version (the chunks depend on the model's tokenizer): the
+-- deltas of term '' hold the chunk count and total length, those of a term
+-- the chunks holding it. The index the searches read is 064_bm25_index.sql.
 
 -- A version's term statistics, the only way a searcher reaches them: for
 -- model version $1, the collection (term '': chunks and their total length)
@@ -97,16 +68,8 @@ $b$, ver.stats_table));
 END
 $$;
 
--- SQL text: the impact of posting p for k1, b and reference average length
--- given as parameter numbers.
-CREATE OR REPLACE FUNCTION autoembed._impact_expr(k1_param int, b_param int, ref_param int)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format('(p.tf / (p.tf + $%1$s * (1 - $%2$s + $%2$s * p.doc_len / $%3$s)))::float4',
-                  k1_param, b_param, ref_param)
-$$;
+DROP FUNCTION IF EXISTS autoembed._impact_expr(int, int, int);
+DROP FUNCTION IF EXISTS autoembed._reimpact(autoembed.vectorizer, autoembed.vectorizer_version);
 
 -- The average chunk length of a version now.
 CREATE OR REPLACE FUNCTION autoembed._avgdl(ver autoembed.vectorizer_version)
@@ -124,37 +87,13 @@ BEGIN
 END
 $$;
 
--- Recompute every posting's impact of a version for the vectorizer's current
--- k1, b and the version's average length now (after set_bm25, or when the
--- average length has drifted far from the one the impacts assume).
--- Rewrites the version's postings.
-CREATE OR REPLACE FUNCTION autoembed._reimpact(v autoembed.vectorizer, ver autoembed.vectorizer_version)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    avgdl float8;
-BEGIN
-    -- The vectorizer row first: completions hold it FOR SHARE while they
-    -- write postings with the old settings, so they finish before this starts.
-    SELECT * INTO v FROM autoembed.vectorizer AS x WHERE x.id = v.id FOR UPDATE;
-    SELECT * INTO ver FROM autoembed.vectorizer_version AS x WHERE x.id = ver.id;
-    avgdl := greatest(coalesce(autoembed._avgdl(ver), ver.bm25_ref_avgdl, 100), 1);
-    EXECUTE format('UPDATE autoembed.%I AS p SET impact = %s',
-                   ver.postings_table, autoembed._impact_expr(1, 2, 3))
-        USING v.bm25_k1, v.bm25_b, avgdl;
-    UPDATE autoembed.vectorizer_version AS x SET bm25_ref_avgdl = avgdl WHERE x.id = ver.id;
-END
-$$;
-
 -- Searches stay exact whatever average length the impacts assume (their
 -- bounds scale by avgdl / assumed), but they are fastest while it is close.
 -- compact_stats() calls this: when the average length has drifted beyond
--- -25% / +30% it re-impacts, but only a table of up to a million postings,
--- and only if nothing it must lock is busy (it never makes writers wait);
--- autoembed.refresh_bm25_impacts() does it unconditionally.
-CREATE OR REPLACE FUNCTION autoembed._reimpact_if_drifted(v autoembed.vectorizer, ver autoembed.vectorizer_version)
+-- -25% / +30% it rebuilds the index, but only of up to 100,000 chunks, and
+-- only if nothing it must lock is busy (it never makes writers wait);
+-- autoembed.optimize_bm25() does it unconditionally.
+CREATE OR REPLACE FUNCTION autoembed._rebuild_if_drifted(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -165,12 +104,13 @@ DECLARE
 BEGIN
     IF avgdl IS NULL OR avgdl BETWEEN ver.bm25_ref_avgdl * 0.75 AND ver.bm25_ref_avgdl * 1.3
        OR (SELECT c.reltuples FROM pg_class AS c
-           WHERE c.oid = format('autoembed.%I', ver.postings_table)::regclass) > 1e6 THEN
+           WHERE c.oid = format('autoembed.%I', ver.embeddings_table)::regclass) > 1e5 THEN
         RETURN false;
     END IF;
     BEGIN
         PERFORM set_config('lock_timeout', '50ms', true);
-        PERFORM autoembed._reimpact(v, ver);
+        SELECT * INTO v FROM autoembed.vectorizer AS x WHERE x.id = v.id FOR UPDATE;
+        PERFORM autoembed._rebuild_bm25(v, ver);
     EXCEPTION WHEN lock_not_available THEN
         RETURN false;  -- busy: try again at the next compaction
     END;
@@ -178,25 +118,22 @@ BEGIN
     RETURN true;
 END
 $$;
+DROP FUNCTION IF EXISTS autoembed._reimpact_if_drifted(autoembed.vectorizer, autoembed.vectorizer_version);
 
 -- Recompute a vectorizer's BM25 impacts (of every version) for the average
 -- chunk length now; searches are exact either way, fastest right after.
--- Rewrites the postings.
+-- Rebuilds the index (autoembed.optimize_bm25).
 CREATE OR REPLACE FUNCTION autoembed.refresh_bm25_impacts(name text)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+LANGUAGE sql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v autoembed.vectorizer := autoembed._vectorizer(name);
-BEGIN
-    PERFORM autoembed._reimpact(v, ver)
-    FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
-END
+    SELECT autoembed.optimize_bm25(name)
 $$;
 
--- Fold a vectorizer's statistics deltas into one row per term (workers call
--- this after draining; it only makes queries faster). Returns rows removed.
+-- Fold a vectorizer's statistics deltas into one row per term and merge its
+-- fresh chunks into the index (workers call this after draining; it only
+-- makes queries faster). Returns the statistics rows removed.
 CREATE OR REPLACE FUNCTION autoembed.compact_stats(name text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -212,6 +149,8 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('autoembed.compact_stats'), v.id) THEN
         RETURN 0;
     END IF;
+    -- merges write impacts for the vectorizer's k1 and b: hold them still
+    SELECT * INTO v FROM autoembed.vectorizer AS x WHERE x.id = v.id FOR SHARE;
     FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id ORDER BY x.ordinal LOOP
         EXECUTE format($q$
         WITH old AS (DELETE FROM autoembed.%1$I RETURNING *),
@@ -224,7 +163,9 @@ BEGIN
         SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM folded)
         $q$, ver.stats_table) INTO before, after;
         removed := removed + before - after;
-        PERFORM autoembed._reimpact_if_drifted(v, ver);
+        IF NOT autoembed._rebuild_if_drifted(v, ver) THEN
+            PERFORM autoembed._merge_bm25(v, ver, 1);
+        END IF;
     END LOOP;
     RETURN removed;
 END
@@ -232,7 +173,7 @@ $$;
 
 -- Set k1 and b of a vectorizer (defaults 1.2 and 0.5, tuned on SciFact's train
 -- split; Anserini uses 0.9 and 0.4, Lucene 1.2 and 0.75). Takes effect at once;
--- rewrites the postings' impacts (about a minute per 10 million postings).
+-- rebuilds the index (autoembed.optimize_bm25).
 CREATE OR REPLACE FUNCTION autoembed.set_bm25(name text, k1 float8, b float8)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -244,7 +185,7 @@ BEGIN
     PERFORM autoembed._check_bm25(k1, b);
     UPDATE autoembed.vectorizer AS x SET bm25_k1 = k1, bm25_b = b WHERE x.id = v.id
     RETURNING * INTO v;
-    PERFORM autoembed._reimpact(v, ver)
+    PERFORM autoembed._rebuild_bm25(v, ver)
     FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
 END
 $$;
@@ -314,29 +255,77 @@ BEGIN
 END
 $$;
 
--- SQL text: the exact top K chunks for a query, by MaxScore. Parameters: $1
--- query, $2 model version, $3 k1, $4 b, $5 M (best postings read per term
--- for the estimate), $6 K, $7 the average length the impacts assume, $8 B
--- (postings of the rarest terms read whole for the estimate), $9 alpha,
--- $10 how many times K chunks the estimate scores exactly.
+-- SQL text: the exact BM25 scores of the chunks whose ids the relation
+-- `cands` (chunk_id) holds, from their lexemes (the forward index), as
+-- (chunk_id, score): summed in term order with one expression, so a score is
+-- bit-equal to a naive scan's. Parameters $3 k1, $4 b; CTEs weights, coll.
+CREATE OR REPLACE FUNCTION autoembed._bm25_exact(ver autoembed.vectorizer_version, cands text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        SELECT c.chunk_id,
+               sum(w.w / (1 + $3 * ((1 - $4) / l.tf + $4 * (e.doc_len::float8 / l.tf) / coll.avgdl))
+                   ORDER BY w.term) AS score
+        FROM (SELECT DISTINCT x.chunk_id FROM (%2$s) AS x) AS c
+        JOIN autoembed.%1$I AS e ON e.chunk_id = c.chunk_id
+        CROSS JOIN LATERAL (SELECT u.lexeme, cardinality(u.positions) AS tf FROM unnest(e.lexemes) AS u) AS l
+        JOIN weights AS w ON w.term = l.lexeme
+        CROSS JOIN coll
+        GROUP BY c.chunk_id
+        $q$, ver.embeddings_table, cands)
+$$;
+
+-- SQL text: the K best of scored chunks `exact` (chunk_id, score), and any
+-- tied with the K-th (the caller breaks ties by key), as a JSON array of
+-- [chunk_id, score]. $6 is K.
+CREATE OR REPLACE FUNCTION autoembed._bm25_best()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT $q$
+        SELECT coalesce(jsonb_agg(jsonb_build_array(e.chunk_id, e.score)), '[]')
+        FROM exact AS e
+        WHERE e.score >= coalesce(
+            (SELECT x.score FROM exact AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1), 0)
+    $q$
+$$;
+
+-- SQL text: the tsquery matching any of the query's lexemes (CTE weights),
+-- each quoted as a literal lexeme (never parsed or stemmed again).
+CREATE OR REPLACE FUNCTION autoembed._bm25_any_term()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT $q$(SELECT string_agg('''' || replace(replace(w.term, '\', '\\'), '''', '\''') || '''', ' | ')::tsquery
+               FROM weights AS w)$q$
+$$;
+
+-- SQL text: the exact top K chunks for a query, by MaxScore over the posting
+-- blocks (064_bm25_index.sql), for a role that sees the whole source.
+-- Parameters: $1 query, $2 model version, $3 k1, $4 b, $5 M (best blocks
+-- read per term for the estimate), $6 K, $7 the average length the impacts
+-- assume, $8 B (postings of the rarest terms read whole for the estimate),
+-- $9 alpha, $10 how many times K chunks the estimate scores exactly.
 --
 --   u(t)   = w(t) * (t's highest impact) * max(1, avgdl / assumed avgdl):
---            no chunk gets more than u(t) from term t (impacts were computed
---            with the assumed average length; the scale covers its change);
+--            no merged chunk gets more than u(t) from term t (impacts were
+--            computed with the assumed average length; the scale covers its
+--            change);
 --   theta  = the K-th best exact score among the most promising chunks seen
 --            in the whole posting lists of the rarest terms (up to B
---            postings) and the M best postings of every term: a lower bound
---            of the true K-th best score;
+--            postings), the M best blocks of every term and the fresh chunks:
+--            a lower bound of the true K-th best score;
 --   minor terms: the longest run of lowest u whose sum stays below
 --            alpha * theta; a chunk holding no other term cannot reach theta.
--- So only chunks holding a major term (the rarer terms: short posting lists)
--- are candidates, and of those only the ones whose major part plus the minor
--- bounds reaches theta (survivors) get their minor postings looked up. The K
--- best scores among them (and any tied with the K-th) are the true top K.
--- Survivors are ranked by an unordered sum first; the few near the top are
--- then scored in term order with the same expression as a naive full scan,
--- so their scores are bit-equal to it (float sums in another order differ by
--- far less than the 1e-9 relative margin kept).
+-- So of the merged chunks only those holding a major term (the rarer terms:
+-- short posting lists) whose major part's bound plus the minor bounds
+-- reaches theta (survivors) can be in the top K; they and every fresh chunk
+-- holding a query term are scored exactly from their lexemes. Deleted
+-- chunks' postings are skipped there (no lexemes to score).
 CREATE OR REPLACE FUNCTION autoembed._bm25_top(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -346,10 +335,10 @@ AS $$
         WITH %1$s,
         bounds AS (
             SELECT w.term, w.w, w.df,
-                   w.w * greatest(1, coll.avgdl / $7) * (1 + 1e-6) * (
-                       SELECT p.impact FROM autoembed.%2$I AS p
+                   w.w * greatest(1, coll.avgdl / $7) * (1 + 1e-6) * coalesce((
+                       SELECT p.max_impact FROM autoembed.%2$I AS p
                        WHERE p.model_version_id = $2 AND p.term = w.term
-                       ORDER BY p.impact DESC LIMIT 1) AS u   -- float4 impacts: allow for rounding
+                       ORDER BY p.max_impact DESC LIMIT 1), 0) AS u   -- float4 impacts: allow for rounding
             FROM weights AS w CROSS JOIN coll
         ), rare AS (
             SELECT b.term FROM (
@@ -357,22 +346,25 @@ AS $$
                        row_number() OVER (ORDER BY b.df, b.term) AS i
                 FROM bounds AS b) AS b
             WHERE b.run <= $8 OR b.i = 1
+        ), fresh AS MATERIALIZED (
+            -- chunks not merged yet that hold a query term
+            SELECT f.chunk_id
+            FROM autoembed.%2$I AS p CROSS JOIN LATERAL unnest(p.chunk_ids) AS f(chunk_id)
+            JOIN autoembed.%3$I AS e ON e.chunk_id = f.chunk_id
+            WHERE p.model_version_id = $2 AND p.term = '' AND e.lexemes @@ %4$s
         ), seen AS (
-            SELECT l.chunk_id, sum(w.w * l.impact) AS promise
+            SELECT u.chunk_id, sum(w.w * u.impact) AS promise
             FROM weights AS w
             CROSS JOIN LATERAL (
-                SELECT p.chunk_id, p.impact FROM autoembed.%2$I AS p
+                SELECT p.chunk_ids, p.impacts FROM autoembed.%2$I AS p
                 WHERE p.model_version_id = $2 AND p.term = w.term
-                ORDER BY p.impact DESC
-                LIMIT CASE WHEN w.term IN (SELECT term FROM rare) THEN NULL ELSE $5 END) AS l
-            GROUP BY l.chunk_id
-            ORDER BY promise DESC, l.chunk_id
+                ORDER BY p.max_impact DESC
+                LIMIT CASE WHEN w.term IN (SELECT term FROM rare) THEN NULL ELSE $5 END) AS b
+            CROSS JOIN LATERAL unnest(b.chunk_ids, b.impacts) AS u(chunk_id, impact)
+            GROUP BY u.chunk_id
+            ORDER BY promise DESC, u.chunk_id
             LIMIT $10 * $6
-        ), sample_exact AS (
-            SELECT sm.chunk_id, sum(%3$s) AS score
-            FROM seen AS sm CROSS JOIN weights AS w CROSS JOIN coll
-            CROSS JOIN LATERAL (%4$s sm.chunk_id LIMIT 1) AS p
-            GROUP BY sm.chunk_id
+        ), sample_exact AS MATERIALIZED (%5$s
         ), theta AS (
             -- exact up to float rounding, which the margin covers
             SELECT coalesce((SELECT x.score FROM sample_exact AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1), 0)
@@ -382,44 +374,43 @@ AS $$
                    sum(b.u) OVER (ORDER BY b.u, b.term ROWS UNBOUNDED PRECEDING) < $9 * theta.theta AS minor
             FROM bounds AS b CROSS JOIN theta
         ), survivors AS (
-            SELECT p.chunk_id, sum(%3$s) AS major
-            FROM split AS s JOIN weights AS w ON w.term = s.term CROSS JOIN coll
+            SELECT u.chunk_id
+            FROM split AS s JOIN weights AS w ON w.term = s.term
             JOIN autoembed.%2$I AS p ON p.model_version_id = $2 AND p.term = s.term
+            CROSS JOIN LATERAL unnest(p.chunk_ids, p.impacts) AS u(chunk_id, impact)
             WHERE NOT s.minor
-            GROUP BY p.chunk_id
-            HAVING sum(%3$s) + (SELECT coalesce(sum(s.u), 0) FROM split AS s WHERE s.minor)
+            GROUP BY u.chunk_id
+            HAVING sum(w.w * u.impact) * (SELECT greatest(1, c.avgdl / $7) * (1 + 1e-6) FROM coll AS c)
+                   + (SELECT coalesce(sum(s.u), 0) FROM split AS s WHERE s.minor)
                    >= (SELECT theta FROM theta)
-        ), minor_w AS (
-            SELECT w.term, w.w FROM split AS s JOIN weights AS w ON w.term = s.term WHERE s.minor
-        ), approx AS (
-            -- the survivors' minor postings, probed one by one
-            SELECT sv.chunk_id, sv.major + coalesce(sum(%3$s), 0) AS score
-            FROM survivors AS sv CROSS JOIN coll
-            LEFT JOIN minor_w AS w ON true
-            LEFT JOIN LATERAL (%4$s sv.chunk_id LIMIT 1) AS p ON true
-            GROUP BY sv.chunk_id, sv.major
-        ), near AS (
-            SELECT a.chunk_id FROM approx AS a
-            WHERE a.score >= (SELECT x.score FROM approx AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1)
-                             * (1 - 1e-9)
-               OR (SELECT count(*) FROM approx) < $6
-        ), exact AS (
-            SELECT n.chunk_id, sum(%3$s ORDER BY w.term) AS score
-            FROM near AS n CROSS JOIN weights AS w CROSS JOIN coll
-            CROSS JOIN LATERAL (%4$s n.chunk_id LIMIT 1) AS p
-            GROUP BY n.chunk_id
+        ), exact AS (%6$s
         )
-        -- the K best, and any tied with the K-th (the caller breaks ties by key)
-        SELECT coalesce(jsonb_agg(jsonb_build_array(e.chunk_id, e.score)), '[]')
-        FROM exact AS e
-        WHERE e.score >= coalesce(
-            (SELECT x.score FROM exact AS x ORDER BY x.score DESC OFFSET $6 - 1 LIMIT 1), 0)
+        %7$s
         $q$,
-        autoembed._bm25_weights(v, ver), ver.postings_table,
-        'w.w / (1 + $3 * ((1 - $4) / p.tf + $4 * (p.doc_len::float8 / p.tf) / coll.avgdl))',
-        -- one posting, looked up by (term, chunk): LIMIT keeps it a probe
-        format('SELECT p.tf, p.doc_len FROM autoembed.%I AS p WHERE p.model_version_id = $2 '
-               'AND p.term = w.term AND p.chunk_id = ', ver.postings_table))
+        autoembed._bm25_weights(v, ver), ver.postings_table, ver.embeddings_table, autoembed._bm25_any_term(),
+        autoembed._bm25_exact(ver, 'SELECT chunk_id FROM seen UNION ALL SELECT chunk_id FROM fresh'),
+        autoembed._bm25_exact(ver, 'SELECT chunk_id FROM survivors UNION ALL SELECT chunk_id FROM fresh'),
+        autoembed._bm25_best())
+$$;
+
+-- SQL text: the same exact top K by scanning every chunk the caller may see
+-- that holds a query term (same parameters; most unused): for a role that
+-- may not read the posting blocks, which list the chunks of every row.
+CREATE OR REPLACE FUNCTION autoembed._bm25_scan(v autoembed.vectorizer, ver autoembed.vectorizer_version)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        WITH %1$s,
+        matching AS MATERIALIZED (
+            SELECT e.chunk_id FROM autoembed.%2$I AS e WHERE e.lexemes @@ %3$s
+        ), exact AS (%4$s
+        )
+        %5$s
+        $q$,
+        autoembed._bm25_weights(v, ver), ver.embeddings_table, autoembed._bm25_any_term(),
+        autoembed._bm25_exact(ver, 'SELECT chunk_id FROM matching'), autoembed._bm25_best())
 $$;
 
 -- The k source rows whose best chunk scores highest for query under BM25.
@@ -460,14 +451,17 @@ BEGIN
     IF k = 0 OR ver.model_version_id IS NULL THEN
         RETURN;
     END IF;
-    top_sql := autoembed._bm25_top(v, ver);
+    -- the posting blocks list chunks of every row: only a role that sees
+    -- the whole source table reads them (080_grants.sql)
+    top_sql := CASE WHEN autoembed._sees_whole_source(v.source) THEN autoembed._bm25_top(v, ver)
+                    ELSE autoembed._bm25_scan(v, ver) END;
     -- rows: a few chunks more than k, as a row's second chunk takes no place
     want := CASE WHEN chunks THEN rows_wanted ELSE rows_wanted + 4 END;
     LOOP
         EXECUTE top_sql INTO top
-            -- M 30, B 4000, alpha 0.6, 4K sampled: measured on 100k chunks
-            -- (benchmarks/latency.py), flat within a few ms around these
-            USING query, ver.model_version_id, v.bm25_k1, v.bm25_b, 30, want, ver.bm25_ref_avgdl,
+            -- M 1 block, B 4000, alpha 0.6, 4K sampled: measured on 100k chunks
+            -- (benchmarks/latency.py)
+            USING query, ver.model_version_id, v.bm25_k1, v.bm25_b, 1, want, ver.bm25_ref_avgdl,
                   4000, 0.6, 4;
         -- their rows, best chunk per row, those the caller may see (the
         -- chunk ids typed first: a join on an expression of the jsonb could

@@ -98,11 +98,12 @@ BEGIN
             format('FOR SELECT TO %s USING (EXISTS (SELECT FROM %s AS s WHERE %s '
                    'AND pg_catalog.num_nulls(s) >= 0 OFFSET 0))',
                    who, v.source, autoembed._pk_join(v, 's', ver.embeddings_table)));
-        -- a posting: when its chunk is one the searcher may see
+        -- the BM25 index: a block lists the chunks of many rows, so only
+        -- to a searcher that may see every row of the source, now (the
+        -- others' searches scan the chunks they may see: 065_bm25.sql)
         PERFORM autoembed._ensure_policy(ver.postings_table, autoembed._policy_name('search', grantee),
-            format('FOR SELECT TO %s USING (EXISTS (SELECT FROM autoembed.%I AS e '
-                   'WHERE e.chunk_id = %I.chunk_id OFFSET 0))',
-                   who, ver.embeddings_table, ver.postings_table));
+            format('FOR SELECT TO %s USING ((SELECT autoembed._sees_whole_source(%s)))',
+                   who, v.source::oid));
     END LOOP;
 END
 $$;

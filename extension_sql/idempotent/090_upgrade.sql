@@ -44,6 +44,8 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = pg_catalog.format('Run autoembed install as %s (or a superuser).', creator);
         END;
+        -- BM25 chunks left fresh by an upgrade (0005_bm25_blocks.sql) go into the index
+        PERFORM autoembed.merge_bm25(v.name, 1000);
         IF NOT had_reader THEN
             PERFORM autoembed._grant_worker_objects(v, r.role) FROM autoembed._worker_roles() AS r;
             RAISE NOTICE 'autoembed: vectorizer "%" got its source reader', v.name;

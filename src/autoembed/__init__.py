@@ -8,4 +8,4 @@ from autoembed.search import Hit, search
 from autoembed.settings import Settings
 
 __all__ = ["Hit", "Settings", "install", "search"]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -242,33 +242,34 @@ WITH q AS (
 ), coll AS (
     SELECT count(*)::float8 AS n, sum(e.doc_len)::float8 / count(*) AS avgdl
     FROM {embeddings} AS e WHERE e.model_version_id = %(version)s
+), p AS (
+    SELECT e.chunk_id, l.lexeme AS term, cardinality(l.positions) AS tf, e.doc_len
+    FROM {embeddings} AS e CROSS JOIN LATERAL unnest(e.lexemes) AS l
+    WHERE e.model_version_id = %(version)s
 ), df AS (
-    SELECT p.term, count(*)::float8 AS df FROM {postings} AS p JOIN q USING (term)
-    WHERE p.model_version_id = %(version)s GROUP BY p.term
+    SELECT p.term, count(*)::float8 AS df FROM p JOIN q USING (term) GROUP BY p.term
 )
 SELECT e.id, e.chunk_no,
        sum(q.qtf * ln(1 + (coll.n - df.df + 0.5) / (df.df + 0.5))
            / (1 + %(k1)s * ((1 - %(b)s) / p.tf + %(b)s * (p.doc_len::float8 / p.tf) / coll.avgdl))
            ORDER BY q.term) AS score
 FROM q JOIN df USING (term) CROSS JOIN coll
-JOIN {postings} AS p ON p.model_version_id = %(version)s AND p.term = q.term
+JOIN p ON p.term = q.term
 JOIN {embeddings} AS e ON e.chunk_id = p.chunk_id
 GROUP BY e.id, e.chunk_no
 """
 
 
 def naive_top(conn: Conn, query: str, k: int, *, rows: bool) -> list[tuple[Key, float]]:
-    """Every posting of the query's lexemes read and summed: BM25 the slow,
-    obviously exact way (Lucene's formula written out again, in term order)."""
+    """Every chunk's lexemes read, those of the query summed: BM25 the slow,
+    obviously exact way (Lucene's formula written out again, in term order),
+    independent of autoembed's index and statistics."""
     v = vectorizer(conn, NAME)
-    active = active_version(conn, NAME)
-    version, postings = active["model_version_id"], active["postings_table"]
+    version = active_version(conn, NAME)["model_version_id"]
     k1, b = conn.execute(
         "SELECT bm25_k1, bm25_b FROM autoembed.vectorizer WHERE name = %s", (NAME,)
     ).fetchone()  # type: ignore[misc]
-    naive = sql.SQL(NAIVE).format(
-        embeddings=v.embeddings, postings=sql.Identifier("autoembed", postings)
-    )
+    naive = sql.SQL(NAIVE).format(embeddings=v.embeddings)
     hits = [
         ((i, n), s)
         for i, n, s in conn.execute(naive, {"query": query, "version": version, "k1": k1, "b": b})
@@ -289,22 +290,10 @@ def stale_impacts(scifact: Conn) -> Iterator[Any]:
 
     def stale(factor: float) -> None:
         scifact.execute(
-            sql.SQL(
-                "WITH ver AS (SELECT * FROM autoembed.vectorizer_version WHERE id = %(id)s),"
-                " a AS (SELECT autoembed._avgdl(ver) * %(factor)s AS ref FROM ver)"
-                " UPDATE autoembed.vectorizer_version AS x SET bm25_ref_avgdl = a.ref FROM a"
-                " WHERE x.id = %(id)s"
-            ),
-            {"id": version["id"], "factor": factor},
-        )
-        scifact.execute(
-            sql.SQL(
-                "UPDATE {} AS p SET impact = (p.tf / (p.tf + v.bm25_k1 * (1 - v.bm25_b"
-                " + v.bm25_b * p.doc_len / ver.bm25_ref_avgdl)))::float4"
-                " FROM autoembed.vectorizer AS v, autoembed.vectorizer_version AS ver"
-                " WHERE v.name = %s AND ver.id = %s"
-            ).format(sql.Identifier("autoembed", version["postings_table"])),
-            (NAME, version["id"]),
+            "SELECT autoembed._rebuild_bm25(v, ver, autoembed._avgdl(ver) * %s)"
+            " FROM autoembed.vectorizer AS v JOIN autoembed.vectorizer_version AS ver"
+            " ON ver.vectorizer_id = v.id WHERE ver.id = %s",
+            (factor, version["id"]),
         )
 
     yield stale

@@ -105,7 +105,7 @@ def test_a_0_1_0_database_upgrades_to_versions(empty_dbs: Any) -> None:
     install(url)
     with connect(url) as c:
         assert c.execute("SELECT version_num FROM autoembed.alembic_version").fetchone() == (
-            "0002",
+            "0005",
         )
         rows = c.execute(
             "SELECT vectorizer, version, model, state, model_version IS NOT NULL, embedded_rows, "
