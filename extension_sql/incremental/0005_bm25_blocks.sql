@@ -22,9 +22,9 @@ BEGIN
                 ver.postings_table);
             EXECUTE pg_catalog.format(
                 'CREATE INDEX %I ON autoembed.%I (model_version_id, term, max_impact DESC)',
-                autoembed._version_name(v.name, ver.ordinal, 'postings_impact'), ver.postings_table);
+                autoembed._derived_name(v.name, pg_catalog.format('_postings_impact_v%s', ver.ordinal)), ver.postings_table);
             EXECUTE pg_catalog.format('CREATE INDEX %I ON autoembed.%I (segment)',
-                autoembed._version_name(v.name, ver.ordinal, 'postings_segment'), ver.postings_table);
+                autoembed._derived_name(v.name, pg_catalog.format('_postings_segment_v%s', ver.ordinal)), ver.postings_table);
             EXECUTE pg_catalog.format('REVOKE ALL ON autoembed.%I FROM PUBLIC', ver.postings_table);
             EXECUTE pg_catalog.format(
                 'INSERT INTO autoembed.%I (model_version_id, term, segment, max_impact, chunk_ids, impacts) '

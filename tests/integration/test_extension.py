@@ -98,7 +98,7 @@ def test_script_is_made_from_the_sql_files() -> None:
     ]
     assert [text.index(p) for p in parts] == sorted(text.index(p) for p in parts)
     assert extension.default_version() == "0.3.0"
-    with pytest.raises(extension.ExtensionScriptError, match=r"package is 0\.2\.0"):
+    with pytest.raises(extension.ExtensionScriptError, match=r"package is 0\.3\.0"):
         extension.default_version("default_version = '0.1.0'\n")
 
 

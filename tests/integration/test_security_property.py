@@ -210,6 +210,12 @@ BOUND: dict[tuple[str, str], Recipe] = {
     ("keys", "jsonb"): lambda v: sql.SQL("{}::jsonb").format(sql.Literal(v.keys)),
     ("items", "jsonb"): lambda v: sql.SQL("{}::jsonb").format(sql.Literal(v.keys)),
     ("source", "regclass"): lambda v: sql.SQL("{}::regclass").format(sql.Literal(v.name)),
+    ("source", "oid"): lambda v: sql.SQL("{}::regclass::oid").format(sql.Literal(v.name)),
+    # every merged BM25 segment of the version
+    ("segments", "integer[]"): lambda v: sql.SQL(
+        "(SELECT autoembed._level_segments(y, 1) || autoembed._level_segments(y, 2)"
+        " FROM autoembed.vectorizer_version AS y WHERE y.id = {})"
+    ).format(sql.Literal(v.version_id)),
     ("only_ids", "integer[]"): lambda v: sql.SQL("ARRAY[{}]").format(sql.Literal(v.vectorizer_id)),
     ("version_ids", "integer[]"): lambda v: sql.SQL("ARRAY[{}]").format(
         sql.Literal(v.model_version_id)
@@ -308,6 +314,12 @@ FREE: dict[tuple[str, str], Recipe] = {
     ("reopen", "boolean"): _lit(False),
     ("policy", "name"): _lit("everything", "name"),
     ("definition", "text"): _lit("FOR SELECT TO PUBLIC USING (true)"),
+    ("cands", "text"): _lit("SELECT 1::bigint AS chunk_id"),
+    ("tf", "text"): _lit("1"),
+    ("dl", "text"): _lit("10"),
+    ("level", "integer"): _lit(1),
+    ("min_chunks", "integer"): _lit(1),
+    ("n", "bigint"): _lit(100),
 }
 
 # Where a parameter's name means something else in one function.
