@@ -68,9 +68,11 @@ BEGIN
             SELECT %2$s, c.chunk_no, c.chunk, c.embedding, q.claimed_seq,
                    to_tsvector(%3$L::regconfig, c.chunk) AS lexemes
             FROM unnest($3, $4, $5, $6) AS c(item, chunk_no, chunk, embedding)
+            -- only the keys given (a join: a containment test per chunk
+            -- would be quadratic in the batch)
+            JOIN (SELECT DISTINCT w.key FROM jsonb_array_elements($1) AS w(key)) AS w ON w.key = $7 -> c.item
             CROSS JOIN LATERAL jsonb_to_record($7 -> c.item) AS k(%4$s)
             JOIN autoembed.%5$I AS q ON %6$s
-            WHERE $1 @> jsonb_build_array($7 -> c.item)
         ), new AS (
             INSERT INTO autoembed.%1$I
                 (%7$s, model_version_id, chunk_no, chunk, embedding, lexemes, doc_len, source_seq)
