@@ -3,6 +3,8 @@
 ``load_embedder(name)`` returns one embedder per model name per process:
   * ``hash:<dims>`` — a deterministic feature-hashing embedder (no torch),
     for tests and demos; words shared between texts make vectors similar;
+  * ``null:<dims>`` — a vector from a hash of each whole text: meaningless,
+    nearly free, to measure everything but the model (load tests);
   * ``onnx:<model>`` and ``onnx-int8:<model>`` — that model exported to
     ONNX (int8: dynamically quantized) and run by ONNX Runtime on the CPU
     (worker/onnx_backend.py);
@@ -23,6 +25,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -127,6 +130,34 @@ class HashingEmbedder:
             normalized=True,
             dtype="fp32",
             max_seq_length=self.max_seq_length,
+        )
+
+
+class NullEmbedder(HashingEmbedder):
+    """A unit vector drawn from a hash of each whole text (equal texts, equal
+    vectors): no meaning, ~10 µs a text, chunks as long as all-MiniLM-L6-v2's
+    (256 tokens). For measuring everything around the model."""
+
+    max_seq_length = 256
+
+    def __init__(self, dimensions: int) -> None:
+        super().__init__(dimensions)
+        self.name = f"null:{dimensions}"
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+            out[i] = np.random.default_rng(seed).standard_normal(self.dimensions)
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out
+
+    def version(self) -> ModelVersion:
+        return replace(
+            super().version(),
+            model=self.name,
+            weights_digest=hashlib.sha256(b"autoembed-null-v1").hexdigest(),
+            pooling="none",
         )
 
 
@@ -395,7 +426,7 @@ class CachingEmbedder:
 
 # --------------------------------------------------------------- loading
 
-_HASH = re.compile(r"^hash:(\d{1,5})$")
+_HASH = re.compile(r"^(hash|null):(\d{1,5})$")
 _load_lock = threading.Lock()
 _caching: dict[tuple[str, str | None, int], CachingEmbedder] = {}
 
@@ -404,7 +435,8 @@ _caching: dict[tuple[str, str | None, int], CachingEmbedder] = {}
 def _load(name: str, device: str | None) -> Embedder:
     m = _HASH.match(name)
     if m:
-        return HashingEmbedder(int(m.group(1)))
+        kind = HashingEmbedder if m.group(1) == "hash" else NullEmbedder
+        return kind(int(m.group(2)))
     from autoembed.worker import onnx_backend  # imports this module
 
     if onnx_backend.split_backend(name)[0] is not None:

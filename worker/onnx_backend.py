@@ -100,7 +100,12 @@ class OnnxEmbedder(SentenceTransformerEmbedder):
 
     def __init__(self, name: str) -> None:
         backend, model = split_backend(name)
-        if backend is None or not model or split_backend(model)[0] or model.startswith("hash:"):
+        if (
+            backend is None
+            or not model
+            or split_backend(model)[0]
+            or model.startswith(("hash:", "null:"))
+        ):
             raise ModelLoadError(
                 f"{name!r} is not an ONNX model name: "
                 f"{' or '.join(f'{p}:<model>' for p in BACKENDS)}, the model a "

@@ -38,6 +38,8 @@ $$;
 --   * a registered model, by name or by its short name without the
 --     'sentence-transformers/' prefix;
 --   * 'hash:<dims>', the deterministic feature-hashing embedder (tests, demos);
+--   * 'null:<dims>', vectors from a hash of each whole text: meaningless and
+--     nearly free, to measure everything but the model (load tests);
 --   * 'onnx:<model>' or 'onnx-int8:<model>', a model of the two above run by
 --     ONNX Runtime (worker/onnx_backend.py): the model's dimensions and
 --     limits, under the prefixed name (a model version of its own);
@@ -69,7 +71,7 @@ BEGIN
         model_dimensions := m.dimensions;
         model_max_seq_length := m.max_seq_length;
     ELSIF model ~ '^(onnx|onnx-int8):' THEN
-        IF model ~ '^[^:]+:(onnx|onnx-int8|hash):' THEN
+        IF model ~ '^[^:]+:(onnx|onnx-int8|hash|null):' THEN
             RAISE EXCEPTION 'autoembed: model "%" names a backend twice, or a hash embedder on ONNX', model
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'onnx:<model> and onnx-int8:<model> take a sentence-transformers model, '
@@ -80,10 +82,11 @@ BEGIN
         model_name := split_part(model, ':', 1) || ':' || base.model_name;
         model_dimensions := base.model_dimensions;
         model_max_seq_length := base.model_max_seq_length;
-    ELSIF model ~ '^hash:[0-9]{1,5}$' THEN
+    ELSIF model ~ '^(hash|null):[0-9]{1,5}$' THEN
         model_name := model;
         model_dimensions := substr(model, 6)::int;
-        model_max_seq_length := 128;
+        -- null: chunks as long as all-MiniLM-L6-v2's (load tests on real text)
+        model_max_seq_length := CASE WHEN model LIKE 'null:%' THEN 256 ELSE 128 END;
         IF dimensions IS NOT NULL AND dimensions <> model_dimensions THEN
             RAISE EXCEPTION 'autoembed: model "%" has % dimensions, not %', model, model_dimensions, dimensions
                 USING ERRCODE = 'invalid_parameter_value';

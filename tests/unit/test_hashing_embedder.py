@@ -92,3 +92,23 @@ def test_its_version_is_stable_and_names_its_dimensions() -> None:
     assert v.dimensions == 48
     assert v.normalized
     assert v.tag != HashingEmbedder(49).version().tag
+
+
+# ---------------------------------------------------------------- null:<dims>
+
+
+def test_the_null_embedder_gives_equal_texts_equal_unit_vectors() -> None:
+    e = load_embedder("null:64")
+    a, b, c = e.embed(["the same text", "another text", "the same text"])
+    assert e.name == "null:64"
+    assert a.shape == (64,)
+    assert np.allclose([np.linalg.norm(a), np.linalg.norm(b)], 1.0, atol=1e-6)
+    assert np.array_equal(a, c)
+    assert not np.allclose(a, b)
+
+
+def test_the_null_embedder_is_a_model_version_of_its_own() -> None:
+    null, hashing = load_embedder("null:64").version(), load_embedder("hash:64").version()
+    assert null.model == "null:64"
+    assert null.tag != hashing.tag
+    assert null.weights_digest != hashing.weights_digest
