@@ -327,8 +327,11 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"(autoembed {r['db_us_per_chunk'] / b['db_us_per_chunk']:.2f}x)"
             )
     r = results[0]
-    total = r["db_cpu_s"] * 1000
-    print(f"\nwhere the database's time goes ({r['index']}, {r['workers']} worker(s)): self ms")
+    total = r["drain_s"] * 1000
+    print(
+        f"\nwhere the database's time goes ({r['index']}, {r['workers']} worker(s)): "
+        "ms spent in each SQL function itself, share of the drain's wall time"
+    )
     for f, x in r["db_functions_ms"].items():
         print(
             f"  {f:<28} {x['self_ms']:>9,.0f}  {x['self_ms'] / total:>5.0%}  ({x['calls']} calls)"

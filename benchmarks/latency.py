@@ -322,6 +322,8 @@ def success_at_k(collection: beir.Collection, s: Session, timings: list[lm.Timin
     if not done:
         return float("nan")
     found = 0
+    if any(s.queries[i].id not in collection.qrels for i, _ in done):
+        return float("nan")  # --long: the queries are abstracts, not judged
     for i, t in done:
         judged = collection.qrels[s.queries[i].id]
         found += any(judged.get(h[0].split("#")[0], 0) > 0 for h in t.hits)
