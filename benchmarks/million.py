@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -98,11 +97,7 @@ def start_server(tmp: Path, shared_buffers: str) -> tuple[EmbeddedPostgres, str]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
         conn.execute("ALTER SYSTEM SET max_wal_size = '8GB'")
-    # pg_ctl restart keeps the options the server was started with (its socket)
-    subprocess.run(
-        [str(server.bindir / "pg_ctl"), "restart", "-w", "-m", "fast", "-D", str(server.data_dir)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    server.restart()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     return server, url
