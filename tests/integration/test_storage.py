@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
 
 from autoembed import versions as lib
+from autoembed.alembic._ops import AlterVectorizerOp
+from autoembed.cli import main
+from autoembed.db import sqlalchemy_url
 from autoembed.worker.embedders import HashingEmbedder
 from tests.conftest import drain
 from tests.integration.helpers import Conn, call_search, create_vectorizer, ids, make_docs
@@ -212,3 +217,31 @@ def test_binary_needs_an_index_and_halfvec_indexes_more_dimensions(conn: Conn) -
     assert "storage => 'halfvec'" in (e.value.diag.message_hint or "")
     create_vectorizer(conn, "docs", ["body"], model="hash:3000", storage="halfvec")
     assert storage_of(conn)[1] == "halfvec(3000)"
+
+
+def test_alembic_and_the_cli_change_the_storage(conn: Conn, db_url: str) -> None:
+    make_docs(conn, 10)
+    create_vectorizer(conn, "docs", ["body"], model="hash:16")
+    drain(db_url)
+    # op.alter_vectorizer("docs", storage="binary", existing_storage="vector"): the model stays
+    change = AlterVectorizerOp("docs", {"storage": "binary"}, {"storage": "vector"})
+    engine = sa.create_engine(sqlalchemy_url(db_url), poolclass=sa.pool.NullPool)
+    with engine.begin() as c:
+        for statement in change.statements():
+            c.execute(statement)
+    got = {(v.version, v.model, v.storage, v.state) for v in lib.fetch(conn, "docs")}
+    assert got == {(1, "hash:16", "vector", "active"), (2, "hash:16", "binary", "building")}
+    # its downgrade: back to the active vector version, which cancels the campaign
+    with engine.begin() as c:
+        for statement in change.reverse().statements():
+            c.execute(statement)
+    engine.dispose()
+    assert [(v.version, v.storage) for v in lib.fetch(conn, "docs")] == [(1, "vector")]
+
+    out = CliRunner().invoke(
+        main, ["set-model", "--db", db_url, "--storage", "halfvec", "docs", "hash:16"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "docs: version 2 (hash:16, halfvec) is building" in out.output
+    table = CliRunner().invoke(main, ["versions", "--db", db_url, "docs"]).output
+    assert table.splitlines()[2].split()[:5] == ["2", "hash:16", "building", "16", "halfvec"]
