@@ -191,20 +191,25 @@ def set_model_statement(
 ) -> sa.TextClause:
     """autoembed.set_model(); model None keeps the active version's (a change
     of storage alone), storage None the active version's storage."""
-    active_model = (
-        "(SELECT x.model FROM autoembed.vectorizer_version AS x "
+    model_sql = (
+        ":model"
+        if model is not None
+        else "(SELECT x.model FROM autoembed.vectorizer_version AS x "
         "JOIN autoembed.vectorizer AS v ON v.id = x.vectorizer_id "
         "WHERE v.name = :name AND x.state = 'active')"
     )
-    return sa.text(
-        f"SELECT autoembed.set_model(:name, coalesce(CAST(:model AS text), {active_model}), "
-        "CAST(:dimensions AS int), storage => CAST(:storage AS text))"
-    ).bindparams(
+    storage_sql = "" if storage is None else ", storage => :storage"
+    params: list[sa.BindParameter[Any]] = [
         sa.bindparam("name", name, type_=sa.Text),
-        sa.bindparam("model", model, type_=sa.Text),
         sa.bindparam("dimensions", dimensions, type_=sa.Integer),
-        sa.bindparam("storage", storage, type_=sa.Text),
-    )
+    ]
+    if model is not None:
+        params.append(sa.bindparam("model", model, type_=sa.Text))
+    if storage is not None:
+        params.append(sa.bindparam("storage", storage, type_=sa.Text))
+    return sa.text(
+        f"SELECT autoembed.set_model(:name, {model_sql}, CAST(:dimensions AS int){storage_sql})"
+    ).bindparams(*params)
 
 
 def pause_statement(name: str, paused: bool) -> sa.TextClause:
