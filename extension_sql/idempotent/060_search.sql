@@ -302,8 +302,11 @@ BEGIN
     fetch_n := CASE WHEN chunks THEN want ELSE want * 4 + 16 END;
     LOOP
         -- ef_search: twice the chunks fetched, at least 200 (recall@10 0.97 against
-        -- exact kNN at 100k chunks, benchmarks/latency.py; 0.94 with ef = fetch_n)
-        PERFORM set_config('hnsw.ef_search', least(greatest(2 * fetch_n, 200), 1000)::text, true);
+        -- exact kNN at 100k chunks, benchmarks/latency.py; 0.94 with ef = fetch_n);
+        -- binary: the candidates it re-ranks (benchmarks/million.py)
+        PERFORM set_config('hnsw.ef_search', least(greatest(
+            CASE WHEN ver.storage = 'binary' THEN autoembed._binary_candidates(fetch_n) ELSE 2 * fetch_n END,
+            200), 1000)::text, true);
         EXECUTE autoembed._rank_hits(v, autoembed._nearest_sql(v, ver, autoembed._visible(v, 'e', 4, predicate), 3),
             chunks, 5, 6)
             INTO results, candidates, found_rows, weakest
