@@ -13,9 +13,15 @@ directions and variances, scaled by ``spread``), normalized: a Gaussian
 mixture with 5,183 components that keeps the anisotropic spectrum of real
 sentence embeddings (most variance in a few dozen directions), so a
 vector's neighbours are mostly paraphrase-like perturbations of the same
-abstract and its neighbour abstracts. ``spread`` 0.6 puts a vector at cosine
-~0.85 from its centre and ~0.7 from its nearest synthetic neighbours'
-centre-mates, about what near-duplicate chunks of one document score.
+abstract and its neighbour abstracts.
+
+Measured (spread 0.6): a held-out query's 1st, 10th, 100th and 1000th
+nearest of 100,000 are at cosine 0.82, 0.76, 0.48, 0.37 (real SciFact
+abstracts among themselves: 0.68, 0.52, 0.39, 0.23): clusters of ~20
+vectors per abstract at 100,000 rows, ~190 at 1,000,000, where a query's
+10 nearest are among ~190 nearly equidistant cluster-mates, which is harder
+for an approximate index (and for binary quantization) than the smoother
+decay of real text.
 """
 
 from __future__ import annotations
