@@ -172,19 +172,18 @@ $$;
 
 -- Embed the vectorizer with another model, or store its vectors another
 -- way (storage: vector, halfvec or binary, 035_version_tables.sql; NULL
--- keeps the active version's), without an outage: registers the
--- model and storage as a new version and queues every row for it (a re-embedding
--- campaign); returns at once, removes nothing. Workers embed the campaign
+-- keeps the active version's), without an outage: registers them as a new
+-- version and queues every row for it (a re-embedding campaign); returns at once, removes nothing. Workers embed the campaign
 -- in the background, after fresh changes; every change meanwhile is
 -- embedded for both versions. When the campaign is complete the new version
 -- becomes active (activate => 'auto') or ready for activate_version
--- (activate => 'manual'). Returns the version's number.
--- A version is a model and a storage:
---   * the active model: nothing to do (a running campaign is cancelled);
---   * the model a campaign is building: it goes on (activate is updated);
---   * a ready or retired version's model: it is current, so it is reused
+-- (activate => 'manual'). Returns the version's number. A version is a
+-- model and a storage; for the model and storage asked:
+--   * the active version's: nothing to do (a running campaign is cancelled);
+--   * a campaign's: it goes on (activate is updated);
+--   * a ready or retired version's: it is current, so it is reused
 --     (activated now with activate => 'auto');
---   * another model while a campaign runs: an error (cancel_campaign first).
+--   * another one while a campaign runs: an error (cancel_campaign first).
 CREATE OR REPLACE FUNCTION autoembed.set_model(
     name text, model text, dimensions int DEFAULT NULL, activate text DEFAULT 'auto', storage text DEFAULT NULL)
 RETURNS int
