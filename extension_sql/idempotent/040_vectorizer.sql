@@ -127,7 +127,8 @@ CREATE OR REPLACE FUNCTION autoembed.create_vectorizer(
     index text DEFAULT 'hnsw',
     backfill boolean DEFAULT true,
     max_attempts int DEFAULT 6,
-    retry_delay interval DEFAULT '10 seconds')
+    retry_delay interval DEFAULT '10 seconds',
+    storage text DEFAULT 'vector')
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -216,11 +217,7 @@ BEGIN
         RAISE EXCEPTION 'autoembed: index must be hnsw or none, got %', coalesce(index, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF index = 'hnsw' AND resolved.model_dimensions > 2000 THEN
-        RAISE EXCEPTION 'autoembed: an hnsw index holds at most 2000 dimensions; model "%" has %',
-            resolved.model_name, resolved.model_dimensions
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass index => ''none''.';
-    END IF;
+    PERFORM autoembed._check_storage(storage, index, resolved.model_name, resolved.model_dimensions);
     IF max_attempts IS NULL OR max_attempts < 1 THEN
         RAISE EXCEPTION 'autoembed: max_attempts must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -260,7 +257,7 @@ BEGIN
     END IF;
 
     PERFORM autoembed._create_inbox(v);
-    ver := autoembed._add_version(v, resolved.model_name, resolved.model_dimensions, 'active');
+    ver := autoembed._add_version(v, resolved.model_name, resolved.model_dimensions, storage, 'active');
     PERFORM autoembed._render_vectorizer(v);
     PERFORM autoembed._grant_worker_objects(v, r.role) FROM autoembed._worker_roles() AS r;
 

@@ -51,7 +51,9 @@ BEGIN
         CASE WHEN found_versions IS NULL THEN 'no' ELSE 'more than one' END, version
         USING ERRCODE = CASE WHEN found_versions IS NULL THEN 'undefined_object' ELSE 'ambiguous_parameter' END,
               HINT = format('Its versions: %s. Name one by number, model or tag.',
-                  (SELECT string_agg(format('%s (%s, %s)', x.ordinal, x.model, x.state), ', ' ORDER BY x.ordinal)
+                  (SELECT string_agg(format('%s (%s%s, %s)', x.ordinal, x.model,
+                                            CASE WHEN x.storage <> 'vector' THEN ' as ' || x.storage ELSE '' END,
+                                            x.state), ', ' ORDER BY x.ordinal)
                    FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id));
 END
 $$;
@@ -168,20 +170,22 @@ BEGIN
 END
 $$;
 
--- Embed the vectorizer with another model, without an outage: registers the
--- model as a new version and queues every row for it (a re-embedding
--- campaign); returns at once, removes nothing. Workers embed the campaign
+-- Embed the vectorizer with another model, or store its vectors another
+-- way (storage: vector, halfvec or binary, 035_version_tables.sql; NULL
+-- keeps the active version's), without an outage: registers them as a new
+-- version and queues every row for it (a re-embedding campaign); returns at once, removes nothing. Workers embed the campaign
 -- in the background, after fresh changes; every change meanwhile is
 -- embedded for both versions. When the campaign is complete the new version
 -- becomes active (activate => 'auto') or ready for activate_version
--- (activate => 'manual'). Returns the version's number.
---   * the active model: nothing to do (a running campaign is cancelled);
---   * the model a campaign is building: it goes on (activate is updated);
---   * a ready or retired version's model: it is current, so it is reused
+-- (activate => 'manual'). Returns the version's number. A version is a
+-- model and a storage; for the model and storage asked:
+--   * the active version's: nothing to do (a running campaign is cancelled);
+--   * a campaign's: it goes on (activate is updated);
+--   * a ready or retired version's: it is current, so it is reused
 --     (activated now with activate => 'auto');
---   * another model while a campaign runs: an error (cancel_campaign first).
+--   * another one while a campaign runs: an error (cancel_campaign first).
 CREATE OR REPLACE FUNCTION autoembed.set_model(
-    name text, model text, dimensions int DEFAULT NULL, activate text DEFAULT 'auto')
+    name text, model text, dimensions int DEFAULT NULL, activate text DEFAULT 'auto', storage text DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -191,6 +195,8 @@ DECLARE
     resolved record;
     building autoembed.vectorizer_version;
     target autoembed.vectorizer_version;
+    active autoembed.vectorizer_version;
+    stored text := storage;
 BEGIN
     IF activate IS NULL OR activate NOT IN ('auto', 'manual') THEN
         RAISE EXCEPTION 'autoembed: activate must be auto or manual, got %', coalesce(activate, 'NULL')
@@ -198,13 +204,13 @@ BEGIN
     END IF;
     SELECT * INTO resolved FROM autoembed._resolve_model(model, dimensions);
     PERFORM autoembed._check_chunking(resolved.model_max_seq_length, v.chunk_tokens, v.chunk_overlap);
-    IF v.index_method = 'hnsw' AND resolved.model_dimensions > 2000 THEN
-        RAISE EXCEPTION 'autoembed: an hnsw index holds at most 2000 dimensions; model "%" has %',
-            resolved.model_name, resolved.model_dimensions USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    SELECT * INTO active FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id AND x.state = 'active';
+    stored := coalesce(stored, active.storage, 'vector');
+    PERFORM autoembed._check_storage(stored, v.index_method, resolved.model_name, resolved.model_dimensions);
     SELECT * INTO building FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id AND x.state = 'building';
     SELECT * INTO target FROM autoembed.vectorizer_version AS x
-    WHERE x.vectorizer_id = v.id AND x.model = resolved.model_name AND x.dimensions = resolved.model_dimensions;
+    WHERE x.vectorizer_id = v.id AND x.model = resolved.model_name AND x.dimensions = resolved.model_dimensions
+      AND x.storage = stored;
 
     IF target.state = 'active' THEN
         IF building.id IS NOT NULL THEN
@@ -241,7 +247,7 @@ BEGIN
     -- committed before the backfill below reads the source table is in it,
     -- and any later one is merged into the new version's queue too.
     PERFORM pg_advisory_xact_lock(hashtext('autoembed.merge_inbox'), v.id);
-    target := autoembed._add_version(v, resolved.model_name, resolved.model_dimensions, 'building', activate);
+    target := autoembed._add_version(v, resolved.model_name, resolved.model_dimensions, stored, 'building', activate);
     PERFORM autoembed._create_embeddings_view(v);
     PERFORM autoembed._queue_all(v, target);
     PERFORM autoembed._finish_campaign(v, target);   -- an empty table has nothing to wait for

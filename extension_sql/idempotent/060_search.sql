@@ -208,6 +208,51 @@ AS $$
     FROM jsonb_array_elements(results) WITH ORDINALITY AS r(hit, ord)
 $$;
 
+-- How many candidates a search of storage binary takes from the bit index
+-- for each chunk it wants, to re-rank them by the full vectors
+-- (benchmarks/million.py: recall@10 against exact search by candidates).
+CREATE OR REPLACE FUNCTION autoembed._binary_candidates(fetch_n int)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT least(greatest(fetch_n * 4, 200), 1000000)
+$$;
+
+-- SQL yielding the key columns, chunk_no, chunk and score (higher is
+-- better) of the $<limit_param> chunks of version ver nearest to the query
+-- embedding $1, of model version $2, that pass `visible` (SQL on alias e),
+-- nearest first, by the version's index (035_version_tables.sql): the
+-- vectors themselves (vector, halfvec: the query is cast to halfvec, so the
+-- index serves it), or for binary the nearest _binary_candidates by Hamming
+-- distance of their bits, re-ranked exactly by the full vectors.
+CREATE OR REPLACE FUNCTION autoembed._nearest_sql(
+    v autoembed.vectorizer, ver autoembed.vectorizer_version, visible text, limit_param int)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        SELECT %1$s, e.chunk_no, e.chunk, %2$s(e.embedding OPERATOR(@extschema:vector@.%3$s) $1) AS score
+        FROM %4$s AS e
+        WHERE e.model_version_id = $2 AND %5$s
+        ORDER BY e.embedding OPERATOR(@extschema:vector@.%3$s) $1
+        LIMIT $%6$s
+        $q$,
+        autoembed._pk_fragment(v, 'e.%1$I'),
+        CASE v.distance WHEN 'cosine' THEN '1 - ' ELSE '- ' END,
+        CASE v.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END,
+        CASE WHEN ver.storage = 'binary' THEN format(
+            '(SELECT * FROM autoembed.%1$I AS e WHERE e.model_version_id = $2 AND %2$s '
+            'ORDER BY @extschema:vector@.binary_quantize(e.embedding)::bit(%3$s) '
+            'OPERATOR(@extschema:vector@.<~>) @extschema:vector@.binary_quantize($1) '
+            'LIMIT autoembed._binary_candidates($%4$s))',
+            ver.embeddings_table, visible, ver.dimensions, limit_param)
+        ELSE format('autoembed.%I', ver.embeddings_table) END,
+        CASE WHEN ver.storage = 'binary' THEN 'true' ELSE visible END,
+        limit_param)
+$$;
+
 -- The k source rows nearest to query_embedding. score: cosine similarity
 -- (cosine), inner product (inner_product) or negated distance (l2).
 -- version: the active version (NULL), or another one by number, model or
@@ -228,7 +273,6 @@ AS $$
 DECLARE
     v autoembed.vectorizer := autoembed._vectorizer(name);
     ver autoembed.vectorizer_version := autoembed._version(v, version);
-    op text;
     fetch_n int;
     found_rows int;
     candidates int;
@@ -251,8 +295,6 @@ BEGIN
     IF k = 0 OR ver.model_version_id IS NULL THEN
         RETURN;
     END IF;
-    op := CASE v.distance WHEN 'cosine' THEN '<=>' WHEN 'l2' THEN '<->' ELSE '<#>' END;
-
     -- The nearest visible chunks (pgvector's iterative scan applies the
     -- visibility check, filter and predicate while walking the index),
     -- widening until they hold k + skip distinct rows scoring at least
@@ -260,19 +302,12 @@ BEGIN
     fetch_n := CASE WHEN chunks THEN want ELSE want * 4 + 16 END;
     LOOP
         -- ef_search: twice the chunks fetched, at least 200 (recall@10 0.97 against
-        -- exact kNN at 100k chunks, benchmarks/latency.py; 0.94 with ef = fetch_n)
-        PERFORM set_config('hnsw.ef_search', least(greatest(2 * fetch_n, 200), 1000)::text, true);
-        EXECUTE autoembed._rank_hits(v, format($q$
-                SELECT %1$s, e.chunk_no, e.chunk,
-                       %2$s(e.embedding OPERATOR(@extschema:vector@.%3$s) $1) AS score
-                FROM autoembed.%4$I AS e
-                WHERE e.model_version_id = $2 AND %5$s
-                ORDER BY e.embedding OPERATOR(@extschema:vector@.%3$s) $1
-                LIMIT $3
-                $q$,
-                autoembed._pk_fragment(v, 'e.%1$I'),
-                CASE v.distance WHEN 'cosine' THEN '1 - ' ELSE '- ' END,
-                op, ver.embeddings_table, autoembed._visible(v, 'e', 4, predicate)),
+        -- exact kNN at 100k chunks, benchmarks/latency.py; 0.94 with ef = fetch_n);
+        -- binary: the candidates it re-ranks (benchmarks/million.py)
+        PERFORM set_config('hnsw.ef_search', least(greatest(
+            CASE WHEN ver.storage = 'binary' THEN autoembed._binary_candidates(fetch_n) ELSE 2 * fetch_n END,
+            200), 1000)::text, true);
+        EXECUTE autoembed._rank_hits(v, autoembed._nearest_sql(v, ver, autoembed._visible(v, 'e', 4, predicate), 3),
             chunks, 5, 6)
             INTO results, candidates, found_rows, weakest
             USING query_embedding, ver.model_version_id, fetch_n, filter, want, min_score;

@@ -84,7 +84,7 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     IF ver.model_version_id IS NOT NULL THEN
-        EXECUTE format('SELECT @extschema:vector@.avg(e.embedding), count(*) FROM autoembed.%I AS e, '
+        EXECUTE format('SELECT @extschema:vector@.avg(e.embedding::@extschema:vector@.vector), count(*) FROM autoembed.%I AS e, '
                        'jsonb_to_record($1) AS k(%s) WHERE %s AND e.model_version_id = $2',
                        ver.embeddings_table, autoembed._pk_fragment(v, '%1$I %2$s'),
                        autoembed._pk_join(v, 'e', 'k'))

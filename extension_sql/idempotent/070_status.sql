@@ -115,7 +115,7 @@ $$;
 -- (the rest at that pace).
 CREATE OR REPLACE FUNCTION autoembed._version_stats(
     v autoembed.vectorizer, ver autoembed.vectorizer_version,
-    OUT version int, OUT model text, OUT model_version text, OUT dimensions int,
+    OUT version int, OUT model text, OUT model_version text, OUT dimensions int, OUT storage text,
     OUT state text, OUT activate text, OUT embedded_rows bigint, OUT chunks bigint, OUT rows_total bigint,
     OUT rows_done bigint, OUT pending bigint, OUT in_flight bigint, OUT failed bigint, OUT percent numeric,
     OUT rows_per_second numeric, OUT eta interval, OUT created_at timestamptz, OUT completed_at timestamptz,
@@ -134,6 +134,7 @@ BEGIN
     model := ver.model;
     model_version := (SELECT m.tag FROM autoembed.model_version AS m WHERE m.id = ver.model_version_id);
     dimensions := ver.dimensions;
+    storage := ver.storage;
     state := ver.state;
     activate := ver.activate;
     embedded_rows := ec.embedded_rows;

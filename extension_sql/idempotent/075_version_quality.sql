@@ -137,16 +137,19 @@ BEGIN
     RETURN QUERY EXECUTE format($q$
         WITH s AS MATERIALIZED (
             SELECT e.embedding, row_number() OVER () AS i
-            FROM (SELECT embedding FROM autoembed.%1$I ORDER BY pg_catalog.random() LIMIT 2 * $1) AS e
+            -- as vector: under storage halfvec, too (vector_norm)
+            FROM (SELECT embedding::@extschema:vector@.vector AS embedding FROM autoembed.%1$I
+                  ORDER BY pg_catalog.random() LIMIT 2 * $1) AS e
         ), half AS (SELECT (count(*) / 2)::int AS n FROM s),
         pairs AS (
             SELECT 1 - (x.embedding OPERATOR(@extschema:vector@.<=>) y.embedding) AS cosine
             FROM s AS x JOIN s AS y ON y.i = x.i + (SELECT n FROM half)
             WHERE x.i <= (SELECT n FROM half)
         ), whole AS (
-            SELECT count(*) AS n, @extschema:vector@.avg(embedding) AS centroid,
+            SELECT count(*) AS n, @extschema:vector@.avg(embedding::@extschema:vector@.vector) AS centroid,
                    count(*) FILTER (WHERE embedded_at > pg_catalog.now() - $2) AS recent_n,
-                   @extschema:vector@.avg(embedding) FILTER (WHERE embedded_at > pg_catalog.now() - $2) AS recent_centroid
+                   @extschema:vector@.avg(embedding::@extschema:vector@.vector)
+                       FILTER (WHERE embedded_at > pg_catalog.now() - $2) AS recent_centroid
             FROM autoembed.%1$I
         )
         SELECT $3::int, $4::text, w.n, (SELECT count(*)::int FROM s),

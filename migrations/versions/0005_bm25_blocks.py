@@ -1,14 +1,14 @@
 """autoembed 0.3.0: BM25's index as posting blocks in segments.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 """
 
 from autoembed import extension_sql
 from autoembed.migrations._runner import run_sql
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

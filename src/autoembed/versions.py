@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 COLUMNS = (
-    "version, model, model_version, dimensions, state, activate, embedded_rows, chunks, "
+    "version, model, model_version, dimensions, storage, state, activate, embedded_rows, chunks, "
     "rows_total, rows_done, pending, in_flight, failed, percent, rows_per_second, eta, "
     "created_at, completed_at, activated_at, retired_at, error"
 )
@@ -24,6 +24,7 @@ class Version:
     model: str
     model_version: str | None
     dimensions: int
+    storage: str
     state: str
     activate: str
     embedded_rows: int
@@ -72,10 +73,14 @@ def set_model(
     model: str,
     dimensions: int | None = None,
     activate: str = "auto",
+    storage: str | None = None,
 ) -> int:
-    """autoembed.set_model: start (or reuse) the version of ``model``; its number."""
+    """autoembed.set_model: start (or reuse) the version of ``model`` stored
+    as ``storage`` (vector, halfvec, binary; None: as the active version);
+    its number."""
     row = conn.execute(
-        "SELECT autoembed.set_model(%s, %s, %s::int, %s)", (name, model, dimensions, activate)
+        "SELECT autoembed.set_model(%s, %s, %s::int, %s, %s)",
+        (name, model, dimensions, activate, storage),
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -142,13 +147,25 @@ def _eta(v: Version) -> str:
 
 
 def format_table(versions: list[Version]) -> str:
-    header = ["version", "model", "state", "dims", "done", "%", "rows/s", "eta", "activated"]
+    header = [
+        "version",
+        "model",
+        "state",
+        "dims",
+        "storage",
+        "done",
+        "%",
+        "rows/s",
+        "eta",
+        "activated",
+    ]
     body = [
         [
             str(v.version),
             v.model,
             v.state + (" (manual)" if v.state == "building" and v.activate == "manual" else ""),
             str(v.dimensions),
+            v.storage,
             f"{v.rows_done}/{v.rows_total}",
             "" if v.percent is None else f"{v.percent:.1f}",
             "" if not v.rows_per_second else f"{v.rows_per_second:.1f}",

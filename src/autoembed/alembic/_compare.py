@@ -96,6 +96,9 @@ def _alter(new: VectorizerSpec, old: VectorizerSpec) -> AlterVectorizerOp | None
         changes["model"], existing["model"] = new.model, old.model
         if new.dimensions is not None:
             changes["dimensions"], existing["dimensions"] = new.dimensions, old.dimensions
+    storage = new.options.get("storage")
+    if storage is not None and storage != old.options.get("storage"):
+        changes["storage"], existing["storage"] = storage, old.options.get("storage")
     if new.chunk_tokens != old.chunk_tokens:
         changes["chunk_tokens"], existing["chunk_tokens"] = new.chunk_tokens, old.chunk_tokens
     if new.chunk_overlap != old.chunk_overlap:

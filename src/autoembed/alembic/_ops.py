@@ -106,11 +106,14 @@ class DropVectorizerOp(MigrateOperation):
 @Operations.register_operation("alter_vectorizer")
 class AlterVectorizerOp(MigrateOperation):
     """``op.alter_vectorizer(name, columns=..., chunk_tokens=..., chunk_overlap=...,
-    model=..., dimensions=..., paused=...)``: change what is given (every row
-    is re-embedded for columns, chunking and model). ``existing_<option>``
+    model=..., dimensions=..., storage=..., paused=...)``: change what is given
+    (every row is re-embedded for columns, chunking, model and storage; a
+    storage alone keeps the active model). ``existing_<option>``
     gives the value before, which makes the operation reversible."""
 
-    OPTIONS = ("columns", "model", "dimensions", "chunk_tokens", "chunk_overlap", "paused")
+    OPTIONS = (
+        "columns", "model", "dimensions", "storage", "chunk_tokens", "chunk_overlap", "paused"
+    )  # fmt: skip
 
     def __init__(self, name: str, changes: dict[str, Any], existing: dict[str, Any]) -> None:
         unknown = (set(changes) | set(existing)) - set(self.OPTIONS)
@@ -142,11 +145,11 @@ class AlterVectorizerOp(MigrateOperation):
 
     def statements(self) -> list[sa.TextClause]:
         c, out = self.changes, []
-        if "model" in c or "dimensions" in c:
+        if "model" in c or "dimensions" in c or "storage" in c:
             model = c.get("model", self.existing.get("model"))
-            if model is None:
+            if model is None and "dimensions" in c:
                 raise ValueError("alter_vectorizer: dimensions alone need model= too")
-            out.append(set_model_statement(self.name, model, c.get("dimensions")))
+            out.append(set_model_statement(self.name, model, c.get("dimensions"), c.get("storage")))
         if "chunk_tokens" in c or "chunk_overlap" in c:
             out.append(
                 set_chunking_statement(

@@ -47,7 +47,8 @@ class Vectorizer:
     """Declare a vectorizer on the mapped class this is assigned to. Options
     as ``autoembed.create_vectorizer``: ``name`` (default: the table's name),
     ``model``, ``dimensions``, ``chunk_tokens``, ``chunk_overlap``, and
-    ``ts_config``, ``distance``, ``index``, ``backfill``."""
+    ``ts_config``, ``distance``, ``index``, ``backfill``, ``storage``
+    (vector, halfvec or binary; a change is a campaign, as for ``model``)."""
 
     def __init__(
         self,

@@ -32,9 +32,10 @@ CREATE_OPTIONS: dict[str, Any] = {
     "distance": sa.Text,
     "index": sa.Text,
     "backfill": sa.Boolean,
+    "storage": sa.Text,
 }
 # What alter_vectorizer() can change, and what autogenerate compares.
-ALTERABLE = ("columns", "model", "dimensions", "chunk_tokens", "chunk_overlap")
+ALTERABLE = ("columns", "model", "dimensions", "chunk_tokens", "chunk_overlap", "storage")
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,13 @@ class VectorizerSpec:
     dimensions: int | None = None
     chunk_tokens: int | None = None
     chunk_overlap: int = 32
-    options: dict[str, Any] = field(default_factory=dict)  # ts_config, distance, index, backfill
+    # ts_config, distance, index, backfill, storage
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.columns:
             raise ValueError(f"vectorizer {self.name!r}: columns must name at least one column")
-        unknown = set(self.options) - {"ts_config", "distance", "index", "backfill"}
+        unknown = set(self.options) - {"ts_config", "distance", "index", "backfill", "storage"}
         if unknown:
             raise TypeError(f"vectorizer {self.name!r}: unknown options {sorted(unknown)}")
 
@@ -184,14 +186,30 @@ def set_chunking_statement(name: str, chunk_tokens: Any, overlap: int | None) ->
     ).bindparams(*params)
 
 
-def set_model_statement(name: str, model: str, dimensions: int | None) -> sa.TextClause:
-    return sa.text(
-        "SELECT autoembed.set_model(:name, :model, CAST(:dimensions AS int))"
-    ).bindparams(
-        sa.bindparam("name", name, type_=sa.Text),
-        sa.bindparam("model", model, type_=sa.Text),
-        sa.bindparam("dimensions", dimensions, type_=sa.Integer),
+def set_model_statement(
+    name: str, model: str | None, dimensions: int | None, storage: str | None = None
+) -> sa.TextClause:
+    """autoembed.set_model(); model None keeps the active version's (a change
+    of storage alone), storage None the active version's storage."""
+    model_sql = (
+        ":model"
+        if model is not None
+        else "(SELECT x.model FROM autoembed.vectorizer_version AS x "
+        "JOIN autoembed.vectorizer AS v ON v.id = x.vectorizer_id "
+        "WHERE v.name = :name AND x.state = 'active')"
     )
+    storage_sql = "" if storage is None else ", storage => :storage"
+    params: list[sa.BindParameter[Any]] = [
+        sa.bindparam("name", name, type_=sa.Text),
+        sa.bindparam("dimensions", dimensions, type_=sa.Integer),
+    ]
+    if model is not None:
+        params.append(sa.bindparam("model", model, type_=sa.Text))
+    if storage is not None:
+        params.append(sa.bindparam("storage", storage, type_=sa.Text))
+    return sa.text(
+        f"SELECT autoembed.set_model(:name, {model_sql}, CAST(:dimensions AS int){storage_sql})"
+    ).bindparams(*params)
 
 
 def pause_statement(name: str, paused: bool) -> sa.TextClause:
@@ -211,9 +229,10 @@ def stored_specs(conn: sa.Connection) -> dict[str, tuple[VectorizerSpec, bool]]:
     rows = conn.execute(
         sa.text(
             "SELECT v.name, n.nspname, c.relname, v.columns, ver.model, ver.dimensions, "
-            "v.chunk_tokens, v.chunk_overlap, v.ts_config, v.distance, v.index_method, v.paused "
+            "v.chunk_tokens, v.chunk_overlap, v.ts_config, v.distance, v.index_method, v.paused, "
+            "ver.storage "
             "FROM autoembed.vectorizer AS v "
-            "CROSS JOIN LATERAL (SELECT x.model, x.dimensions "
+            "CROSS JOIN LATERAL (SELECT x.model, x.dimensions, x.storage "
             "  FROM autoembed.vectorizer_version AS x "
             "  WHERE x.vectorizer_id = v.id AND x.state IN ('building', 'active') "
             "  ORDER BY x.state = 'building' DESC LIMIT 1) AS ver "
@@ -232,7 +251,12 @@ def stored_specs(conn: sa.Connection) -> dict[str, tuple[VectorizerSpec, bool]]:
             dimensions=r.dimensions,
             chunk_tokens=r.chunk_tokens,
             chunk_overlap=r.chunk_overlap,
-            options={"ts_config": r.ts_config, "distance": r.distance, "index": r.index_method},
+            options={
+                "ts_config": r.ts_config,
+                "distance": r.distance,
+                "index": r.index_method,
+                "storage": r.storage,
+            },
         )
         out[r.name] = (spec, bool(r.paused))
     return out
