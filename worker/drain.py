@@ -81,36 +81,55 @@ class Scheduler:
     Fresh changes go first: the active version is tried first, except that
     while it has work, the other versions (a campaign's, the ready and
     retired ones kept current) get ``share`` of the batches, so a campaign
-    is never starved either. Without fresh work they get every batch. Their
-    batches are sized to take about ``batch_seconds`` (from the seconds per
-    row measured in ``seconds_per_row``, which outlives one drain: the
-    process's), so fresh work that arrives meanwhile waits at most that long
-    for the worker. A version not measured yet starts with one row.
+    is never starved either. Without fresh work they get every batch.
+
+    Every batch is sized to take about ``batch_seconds`` (the active
+    version's) or ``campaign_batch_seconds`` (the others'), from the seconds
+    per row measured in ``seconds_per_row``, which outlives one drain (the
+    process's), and never more than the worker's batch size: so a change
+    made meanwhile waits at most about that long for the worker. A version
+    not measured yet starts with one row. Half of each active batch is the
+    queue's fresh lane (its newest rows, claim_batch in 050_queue.sql), the
+    other half its oldest rows; a batch of one row alternates between them.
+    So a change made during a long backfill is embedded after the batch in
+    flight and its own, and the backlog still gets half the rows.
     """
 
     def __init__(
-        self, share: float, batch_seconds: float, seconds_per_row: dict[int, float] | None = None
+        self,
+        share: float,
+        batch_seconds: float,
+        campaign_batch_seconds: float,
+        seconds_per_row: dict[int, float] | None = None,
     ) -> None:
         self.share = share
         self.batch_seconds = batch_seconds
+        self.campaign_batch_seconds = campaign_batch_seconds
         self.credit = 1.0 if share >= 1 else 0.0  # background batches owed
         self._seconds_per_row = {} if seconds_per_row is None else seconds_per_row
+        self._odd = 0  # active batches so far, modulo 2 (the fresh lane's odd row)
 
     def order(self, versions: list[queue.VersionConfig]) -> list[queue.VersionConfig]:
         active = [v for v in versions if v.state == "active"]
         others = [v for v in versions if v.state != "active"]
         return others + active if self.credit >= 1 else active + others
 
-    def batch_size(self, version: queue.VersionConfig, default: int) -> int:
-        if version.state == "active":
-            return default
+    def batch(self, version: queue.VersionConfig, default: int) -> tuple[int, int]:
+        """Rows to claim from the version next (at most ``default``), and
+        how many of them from the fresh lane."""
+        active = version.state == "active"
         per_row = self._seconds_per_row.get(version.id)
-        if per_row is None:
-            return 1
-        return max(1, min(default, round(self.batch_seconds / per_row)))
+        seconds = self.batch_seconds if active else self.campaign_batch_seconds
+        size = 1 if per_row is None else max(1, min(default, round(seconds / per_row)))
+        return size, (size + self._odd) // 2 if active else 0
 
     def record(self, version: queue.VersionConfig, rows: int, seconds: float) -> None:
+        if rows > 0:
+            measured = seconds / rows
+            old = self._seconds_per_row.get(version.id)
+            self._seconds_per_row[version.id] = measured if old is None else 0.5 * (old + measured)
         if version.state == "active":
+            self._odd ^= 1
             if self.share >= 1:
                 self.credit = 1.0
             elif self.share > 0:
@@ -118,10 +137,6 @@ class Scheduler:
             return
         if self.credit >= 1 and self.share < 1:
             self.credit -= 1
-        if rows > 0:
-            measured = seconds / rows
-            old = self._seconds_per_row.get(version.id)
-            self._seconds_per_row[version.id] = measured if old is None else 0.5 * (old + measured)
 
 
 def drain_vectorizer(
@@ -160,7 +175,10 @@ def _drain(
 ) -> DrainStats:
     vectorizer_id = config.id
     scheduler = Scheduler(
-        settings.campaign_share, settings.campaign_batch_seconds, _seconds_per_row
+        settings.campaign_share,
+        settings.batch_seconds,
+        settings.campaign_batch_seconds,
+        _seconds_per_row,
     )
     pipes: dict[int, Pipeline] = {}
     while True:
@@ -177,7 +195,7 @@ def _drain(
             pipe.version = version  # its state may have changed
             started = time.monotonic()
             try:
-                result = pipe.run_batch(scheduler.batch_size(version, pipe.batch_size))
+                result = pipe.run_batch(*scheduler.batch(version, pipe.batch_size))
             except (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedTable):
                 # dropped meanwhile (cancel_campaign, drop_version, gc_versions)
                 pipes.pop(version.id, None)

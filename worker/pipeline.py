@@ -101,14 +101,20 @@ class Pipeline:
             )
         ]
 
-    def run_batch(self, batch_size: int | None = None) -> BatchResult:
-        """Claim one batch (of ``batch_size`` rows, default the pipeline's)
+    def run_batch(self, batch_size: int | None = None, newest: int = 0) -> BatchResult:
+        """Claim one batch (of ``batch_size`` rows, default the pipeline's;
+        ``newest`` of them from the queue's fresh lane, the rest its oldest)
         and see it through; an empty result means no work. The claim lives
         as long as this connection's session, and ends with the batch."""
         token = queue.new_token()
         try:
             claimed = queue.claim(
-                self.conn, self.version.id, batch_size or self.batch_size, self.lease_seconds, token
+                self.conn,
+                self.version.id,
+                batch_size or self.batch_size,
+                self.lease_seconds,
+                token,
+                newest,
             )
         except BaseException:
             self._end_claim(token)

@@ -116,10 +116,13 @@ def claim(
     batch_size: int,
     lease_seconds: float,
     token: uuid.UUID,
+    newest: int = 0,
 ) -> list[Claimed]:
+    """Claim up to ``batch_size`` rows: ``newest`` of them the queue's
+    newest (its fresh lane), the rest its oldest."""
     rows = conn.execute(
-        "SELECT pk, document FROM autoembed.claim_batch(%s, %s, make_interval(secs => %s), %s)",
-        (version_id, batch_size, lease_seconds, token),
+        "SELECT pk, document FROM autoembed.claim_batch(%s, %s, make_interval(secs => %s), %s, %s)",
+        (version_id, batch_size, lease_seconds, token, newest),
     ).fetchall()
     return [Claimed(key, doc) for key, doc in rows]
 

@@ -28,7 +28,7 @@ BEGIN
     FROM pg_class AS c
     WHERE c.relnamespace = 'autoembed'::regnamespace
       AND c.relname = ANY (ARRAY(SELECT autoembed._version_name(v.name, n, k) FROM unnest(ARRAY[
-              'queue', 'embeddings', 'postings', 'stats', 'hnsw', 'queue_pkey', 'embeddings_pkey',
+              'queue', 'embeddings', 'postings', 'stats', 'hnsw', 'queue_pkey', 'queue_seq', 'embeddings_pkey',
               'chunk_id', 'postings_impact', 'postings_term', 'postings_chunk', 'stats_term']) AS k));
     IF taken IS NOT NULL THEN
         RAISE EXCEPTION 'autoembed: version % of vectorizer "%" needs names already taken in schema autoembed: %',
@@ -74,6 +74,7 @@ BEGIN
         autoembed._pk_fragment(v, '%1$I %2$s NOT NULL'),
         autoembed._version_name(v.name, ver.ordinal, 'queue_pkey'),
         autoembed._pk_fragment(v, '%1$I'));
+    PERFORM autoembed._index_queue(v, ver);
 
     EXECUTE format(
         'CREATE TABLE autoembed.%I (%s, '
@@ -102,6 +103,22 @@ BEGIN
 
     -- Nobody reads these but their owner and the roles it grants.
     EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I FROM PUBLIC', ver.queue_table, ver.embeddings_table);
+END
+$$;
+
+-- The queue's order: claims take the newest and the oldest rows by seq
+-- (claim_batch, 050_queue.sql), each end an index scan however long the
+-- backlog; failed rows, never claimed again, are left out. Made for a new
+-- version and, by every install (090_upgrade.sql), for the versions of an
+-- earlier release.
+CREATE OR REPLACE FUNCTION autoembed._index_queue(v autoembed.vectorizer, ver autoembed.vectorizer_version)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON autoembed.%I (seq) WHERE failed_at IS NULL',
+        autoembed._version_name(v.name, ver.ordinal, 'queue_seq'), ver.queue_table);
 END
 $$;
 

@@ -182,8 +182,17 @@ $$;
 -- Claim up to batch_size rows of a version's queue for claim_token and
 -- return each with the text to embed, read now (NULL when the row is gone or
 -- all its columns are NULL).
+--
+-- The order: up to `newest` of the rows are the queue's newest (by seq, the
+-- transaction of the row's last change; the fresh lane), the rest its
+-- oldest (the backlog), each end an index scan of the queue's seq index
+-- (_index_queue, 035_version_tables.sql). So a change made during a long
+-- backfill is claimed by the next claim that gives the fresh lane a row,
+-- not after the whole backlog; and every claim that takes fewer newest rows
+-- than its batch_size takes the oldest, so no row waits forever. A worker
+-- gives the fresh lane half of each batch (worker/drain.py, Scheduler).
 CREATE OR REPLACE FUNCTION autoembed.claim_batch(
-    version_id int, batch_size int, lease interval, claim_token uuid)
+    version_id int, batch_size int, lease interval, claim_token uuid, newest int)
 RETURNS TABLE (pk jsonb, document text)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -197,6 +206,9 @@ BEGIN
     v := autoembed._vectorizer_by_id(ver.vectorizer_id);
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'autoembed: batch_size must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF newest IS NULL OR newest < 0 THEN
+        RAISE EXCEPTION 'autoembed: newest must be 0 or more' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF lease IS NULL OR lease <= interval '0' OR claim_token IS NULL THEN
         RAISE EXCEPTION 'autoembed: a claim needs a positive lease and a claim token'
@@ -225,13 +237,25 @@ BEGIN
         ver.queue_table) USING v.max_attempts;
 
     RETURN QUERY EXECUTE format($q$
-        WITH picked AS (
+        WITH fresh AS MATERIALIZED (
             SELECT %1$s FROM autoembed.%2$I
             WHERE failed_at IS NULL
               AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now())
               AND (claim_token IS NULL OR NOT autoembed._claim_held(claim_token, lease_until))
-            LIMIT $1
+            ORDER BY seq DESC
+            LIMIT least($4, $1)
             FOR UPDATE SKIP LOCKED
+        ), backlog AS MATERIALIZED (
+            SELECT %7$s FROM autoembed.%2$I AS q
+            WHERE q.failed_at IS NULL
+              AND (q.next_attempt_at IS NULL OR q.next_attempt_at <= pg_catalog.now())
+              AND (q.claim_token IS NULL OR NOT autoembed._claim_held(q.claim_token, q.lease_until))
+              AND NOT EXISTS (SELECT FROM fresh AS p WHERE %3$s)
+            ORDER BY q.seq
+            LIMIT $1 - (SELECT pg_catalog.count(*) FROM fresh)
+            FOR UPDATE OF q SKIP LOCKED
+        ), picked AS (
+            SELECT * FROM fresh UNION ALL SELECT * FROM backlog
         ), claimed AS (
             UPDATE autoembed.%2$I AS q
             SET claim_token = $2, claimed_seq = q.seq, lease_until = pg_catalog.now() + $3,
@@ -253,8 +277,9 @@ BEGIN
         autoembed._pk_join(v, 'q', 'p'),
         autoembed._pk_fragment(v, 'q.%1$I'),
         autoembed._pk_json(v, 'c'),
-        autoembed._source_function(v))
-        USING batch_size, claim_token, lease;
+        autoembed._source_function(v),
+        autoembed._pk_fragment(v, 'q.%1$I'))
+        USING batch_size, claim_token, lease, newest;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         -- work is flowing again: a version-level error no longer applies.
@@ -272,6 +297,17 @@ BEGIN
         END IF;
     END IF;
 END
+$$;
+
+-- The same, oldest first (the claim of workers of releases before the
+-- fresh lane).
+CREATE OR REPLACE FUNCTION autoembed.claim_batch(
+    version_id int, batch_size int, lease interval, claim_token uuid)
+RETURNS TABLE (pk jsonb, document text)
+LANGUAGE sql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM autoembed.claim_batch($1, $2, $3, $4, 0)
 $$;
 
 -- Make sure a worker's model version may write to a version: the first

@@ -1,6 +1,6 @@
 """drain.Scheduler: which version of a vectorizer a worker claims from next
-(fresh changes of the active version first; a campaign gets its share), and
-how large a campaign's batches are."""
+(fresh changes of the active version first; a campaign gets its share), how
+large its batches are, and how many rows of each come from the fresh lane."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ RETIRED = VersionConfig(103, 3, "hash:8", 8, "retired", 9)
 def turns(share: float, batches: int) -> str:
     """Which version goes first for each of ``batches`` batches when both
     always have work: A (active) or B (the campaign)."""
-    s = Scheduler(share, 2.0)
+    s = Scheduler(share, 0.5, 2.0)
     out = ""
     for _ in range(batches):
         first = s.order([BUILDING, ACTIVE])[0]
@@ -40,12 +40,12 @@ def test_the_campaign_gets_its_share_while_fresh_work_waits(share: float, patter
 
 
 def test_the_active_version_comes_first_and_others_keep_their_order() -> None:
-    s = Scheduler(0.25, 2.0)
+    s = Scheduler(0.25, 0.5, 2.0)
     assert s.order([RETIRED, BUILDING, ACTIVE]) == [ACTIVE, RETIRED, BUILDING]
 
 
 def test_credit_does_not_pile_up_while_there_is_no_campaign_work() -> None:
-    s = Scheduler(0.25, 2.0)
+    s = Scheduler(0.25, 0.5, 2.0)
     for _ in range(100):
         s.record(ACTIVE, 16, 1.0)
     assert s.order([ACTIVE, BUILDING])[0] is BUILDING  # one turn owed ...
@@ -54,22 +54,52 @@ def test_credit_does_not_pile_up_while_there_is_no_campaign_work() -> None:
 
 
 def test_a_campaign_batch_is_sized_to_take_about_batch_seconds() -> None:
-    s = Scheduler(0.25, 2.0)
-    assert s.batch_size(ACTIVE, 16) == 16  # fresh work: the worker's batch size
-    assert s.batch_size(BUILDING, 16) == 1  # not measured yet: one row
+    s = Scheduler(0.25, 0.5, 2.0)
+    assert s.batch(BUILDING, 16) == (1, 0)  # not measured yet: one row, oldest first
     s.record(BUILDING, 4, 2.0)  # 0.5 s per row
-    assert s.batch_size(BUILDING, 16) == 4
+    assert s.batch(BUILDING, 16) == (4, 0)
     s.record(BUILDING, 4, 0.4)  # faster now: 0.3 s per row on average
-    assert s.batch_size(BUILDING, 16) == 7
+    assert s.batch(BUILDING, 16) == (7, 0)
     s.record(BUILDING, 100, 0.1)
-    assert s.batch_size(BUILDING, 16) == 13
+    assert s.batch(BUILDING, 16) == (13, 0)
     s.record(BUILDING, 100, 0.01)
-    assert s.batch_size(BUILDING, 16) == 16  # never above the worker's batch size
+    assert s.batch(BUILDING, 16) == (16, 0)  # never above the worker's batch size
+
+
+def test_an_active_batch_takes_about_its_own_seconds_half_of_it_fresh() -> None:
+    s = Scheduler(0.25, 0.5, 2.0)
+    assert s.batch(ACTIVE, 16)[0] == 1  # not measured yet: one row
+    s.record(ACTIVE, 4, 0.4)  # 0.1 s per row: five rows take 0.5 s
+    assert s.batch(ACTIVE, 16) == (5, 3)
+    s.record(ACTIVE, 5, 0.5)
+    assert s.batch(ACTIVE, 16) == (5, 2)  # the odd row goes to each lane in turn
+    s.record(ACTIVE, 100, 0.1)
+    assert s.batch(ACTIVE, 16) == (10, 5)
+    s.record(ACTIVE, 100, 0.001)
+    assert s.batch(ACTIVE, 16) == (16, 8)  # never above the worker's batch size
+
+
+def test_a_one_row_batch_alternates_between_the_fresh_lane_and_the_backlog() -> None:
+    s = Scheduler(0.25, 0.5, 2.0)
+    lanes = []
+    for _ in range(6):
+        size, newest = s.batch(ACTIVE, 16)
+        lanes.append(newest)
+        s.record(ACTIVE, size, 2.0)  # a slow model: one row at a time
+    assert lanes == [0, 1, 0, 1, 0, 1]
+
+
+def test_campaign_batches_leave_the_lanes_turn_alone() -> None:
+    s = Scheduler(0.5, 0.5, 2.0)
+    s.record(ACTIVE, 1, 2.0)
+    assert s.batch(ACTIVE, 16) == (1, 1)
+    s.record(BUILDING, 1, 2.0)
+    assert s.batch(ACTIVE, 16) == (1, 1)
 
 
 def test_what_one_drain_measured_sizes_the_next_drains_batches() -> None:
     shared: dict[int, float] = {}
-    first = Scheduler(0.25, 2.0, shared)
+    first = Scheduler(0.25, 0.5, 2.0, shared)
     first.record(BUILDING, 4, 2.0)
-    second = Scheduler(0.25, 2.0, shared)  # the next drain task in this process
-    assert second.batch_size(BUILDING, 16) == 4
+    second = Scheduler(0.25, 0.5, 2.0, shared)  # the next drain task in this process
+    assert second.batch(BUILDING, 16) == (4, 0)
