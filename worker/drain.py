@@ -83,16 +83,17 @@ class Scheduler:
     retired ones kept current) get ``share`` of the batches, so a campaign
     is never starved either. Without fresh work they get every batch.
 
+    Within the active version, rows queued in the last ``FRESH_SECONDS``
+    (changes made moments ago) make a batch of their own ahead of the
+    backlog (claim_batch in 050_queue.sql), but never two such batches in a
+    row, so the backlog gets at least every other batch.
+
     Every batch is sized to take about ``batch_seconds`` (the active
     version's) or ``campaign_batch_seconds`` (the others'), from the seconds
     per row measured in ``seconds_per_row``, which outlives one drain (the
     process's), and never more than the worker's batch size: so a change
-    made meanwhile waits at most about that long for the worker. A version
-    not measured yet starts with one row. Half of each active batch is the
-    queue's fresh lane (its newest rows, claim_batch in 050_queue.sql), the
-    other half its oldest rows; a batch of one row alternates between them.
-    So a change made during a long backfill is embedded after the batch in
-    flight and its own, and the backlog still gets half the rows.
+    made meanwhile waits about that long for the batch in flight. A version
+    not measured yet starts with one row.
     """
 
     def __init__(
@@ -107,29 +108,31 @@ class Scheduler:
         self.campaign_batch_seconds = campaign_batch_seconds
         self.credit = 1.0 if share >= 1 else 0.0  # background batches owed
         self._seconds_per_row = {} if seconds_per_row is None else seconds_per_row
-        self._odd = 0  # active batches so far, modulo 2 (the fresh lane's odd row)
+        self._fresh_last = False  # the last active batch was a fresh one
 
     def order(self, versions: list[queue.VersionConfig]) -> list[queue.VersionConfig]:
         active = [v for v in versions if v.state == "active"]
         others = [v for v in versions if v.state != "active"]
         return others + active if self.credit >= 1 else active + others
 
-    def batch(self, version: queue.VersionConfig, default: int) -> tuple[int, int]:
+    def batch(self, version: queue.VersionConfig, default: int) -> tuple[int, float | None]:
         """Rows to claim from the version next (at most ``default``), and
-        how many of them from the fresh lane."""
+        the fresh lane's window in seconds (None: the backlog only)."""
         active = version.state == "active"
         per_row = self._seconds_per_row.get(version.id)
         seconds = self.batch_seconds if active else self.campaign_batch_seconds
         size = 1 if per_row is None else max(1, min(default, round(seconds / per_row)))
-        return size, (size + self._odd) // 2 if active else 0
+        return size, FRESH_SECONDS if active and not self._fresh_last else None
 
-    def record(self, version: queue.VersionConfig, rows: int, seconds: float) -> None:
+    def record(
+        self, version: queue.VersionConfig, rows: int, seconds: float, fresh: bool = False
+    ) -> None:
         if rows > 0:
             measured = seconds / rows
             old = self._seconds_per_row.get(version.id)
             self._seconds_per_row[version.id] = measured if old is None else 0.5 * (old + measured)
         if version.state == "active":
-            self._odd ^= 1
+            self._fresh_last = fresh
             if self.share >= 1:
                 self.credit = 1.0
             elif self.share > 0:
@@ -137,6 +140,12 @@ class Scheduler:
             return
         if self.credit >= 1 and self.share < 1:
             self.credit -= 1
+
+
+# Rows queued this recently are a fresh change's (Scheduler): long enough
+# for any batch in flight to end, short enough that a backfill's own rows
+# stop counting as fresh soon after its COPY.
+FRESH_SECONDS = 30.0
 
 
 def drain_vectorizer(
@@ -202,7 +211,10 @@ def _drain(
                 continue
             if result.claimed:
                 scheduler.record(
-                    version, result.written + result.failed, time.monotonic() - started
+                    version,
+                    result.written + result.failed,
+                    time.monotonic() - started,
+                    result.fresh,
                 )
                 ran = (pipe, result)
                 break

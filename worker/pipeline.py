@@ -39,6 +39,7 @@ class BatchResult:
     failed: int = 0
     chunks: int = 0
     errors: list[str] = field(default_factory=list)
+    fresh: bool = False  # a fresh batch (rows queued moments ago)
 
 
 @dataclass
@@ -101,11 +102,14 @@ class Pipeline:
             )
         ]
 
-    def run_batch(self, batch_size: int | None = None, newest: int = 0) -> BatchResult:
-        """Claim one batch (of ``batch_size`` rows, default the pipeline's;
-        ``newest`` of them from the queue's fresh lane, the rest its oldest)
-        and see it through; an empty result means no work. The claim lives
-        as long as this connection's session, and ends with the batch."""
+    def run_batch(
+        self, batch_size: int | None = None, fresh_seconds: float | None = None
+    ) -> BatchResult:
+        """Claim one batch (of ``batch_size`` rows, default the pipeline's:
+        the rows queued within ``fresh_seconds`` if any, else the longest
+        waiting) and see it through; an empty result means no work. The
+        claim lives as long as this connection's session, and ends with the
+        batch."""
         token = queue.new_token()
         try:
             claimed = queue.claim(
@@ -114,7 +118,7 @@ class Pipeline:
                 batch_size or self.batch_size,
                 self.lease_seconds,
                 token,
-                newest,
+                fresh_seconds,
             )
         except BaseException:
             self._end_claim(token)
@@ -131,7 +135,7 @@ class Pipeline:
             _quietly(queue.end_claim, self.conn, token)
 
     def _see_through(self, token: uuid.UUID, claimed: list[queue.Claimed]) -> BatchResult:
-        result = BatchResult(claimed=len(claimed))
+        result = BatchResult(claimed=len(claimed), fresh=claimed[0].fresh)
         try:
             prepared, failed = self._chunk_all(claimed)
             vectors = self._embed(prepared, token, failed)

@@ -28,7 +28,7 @@ BEGIN
     FROM pg_class AS c
     WHERE c.relnamespace = 'autoembed'::regnamespace
       AND c.relname = ANY (ARRAY(SELECT autoembed._version_name(v.name, n, k) FROM unnest(ARRAY[
-              'queue', 'embeddings', 'postings', 'stats', 'hnsw', 'queue_pkey', 'queue_seq', 'embeddings_pkey',
+              'queue', 'embeddings', 'postings', 'stats', 'hnsw', 'queue_pkey', 'queue_queued_at', 'embeddings_pkey',
               'chunk_id', 'postings_impact', 'postings_term', 'postings_chunk', 'stats_term']) AS k));
     IF taken IS NOT NULL THEN
         RAISE EXCEPTION 'autoembed: version % of vectorizer "%" needs names already taken in schema autoembed: %',
@@ -106,19 +106,19 @@ BEGIN
 END
 $$;
 
--- The queue's order: claims take the newest and the oldest rows by seq
--- (claim_batch, 050_queue.sql), each end an index scan however long the
--- backlog; failed rows, never claimed again, are left out. Made for a new
--- version and, by every install (090_upgrade.sql), for the versions of an
--- earlier release.
+-- The queue's order: claims take the rows queued most recently, or the
+-- longest waiting (claim_batch, 050_queue.sql), either an index scan however
+-- long the backlog; failed rows, never claimed again, are left out. Made for
+-- a new version and, by every install (090_upgrade.sql), for the versions
+-- of an earlier release.
 CREATE OR REPLACE FUNCTION autoembed._index_queue(v autoembed.vectorizer, ver autoembed.vectorizer_version)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON autoembed.%I (seq) WHERE failed_at IS NULL',
-        autoembed._version_name(v.name, ver.ordinal, 'queue_seq'), ver.queue_table);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON autoembed.%I (queued_at) WHERE failed_at IS NULL',
+        autoembed._version_name(v.name, ver.ordinal, 'queue_queued_at'), ver.queue_table);
 END
 $$;
 

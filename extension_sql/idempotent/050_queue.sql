@@ -181,19 +181,22 @@ $$;
 
 -- Claim up to batch_size rows of a version's queue for claim_token and
 -- return each with the text to embed, read now (NULL when the row is gone or
--- all its columns are NULL).
+-- all its columns are NULL), and whether the batch is a fresh one.
 --
--- The order: up to `newest` of the rows are the queue's newest (by seq, the
--- transaction of the row's last change; the fresh lane), the rest its
--- oldest (the backlog), each end an index scan of the queue's seq index
--- (_index_queue, 035_version_tables.sql). So a change made during a long
--- backfill is claimed by the next claim that gives the fresh lane a row,
--- not after the whole backlog; and every claim that takes fewer newest rows
--- than its batch_size takes the oldest, so no row waits forever. A worker
--- gives the fresh lane half of each batch (worker/drain.py, Scheduler).
+-- The order: rows queued within fresh_within, when there are any, make a
+-- batch of their own, the most recently queued first (a fresh batch); else
+-- the batch is the rows waiting longest (the backlog). Both are an index
+-- scan of queued_at (_index_queue, 035_version_tables.sql), and a fresh
+-- batch is no larger than its fresh rows: so a change made during a long
+-- backfill waits for the batch in flight and then its own, not for the
+-- backlog. queued_at is when a row started waiting (the start of the
+-- transaction that queued it; a later change keeps it, unless the row was
+-- claimed meanwhile). A worker asks for the fresh lane at most every other
+-- batch, so the backlog gets half the batches however many changes come in
+-- (worker/drain.py, Scheduler); fresh_within NULL: the backlog only.
 CREATE OR REPLACE FUNCTION autoembed.claim_batch(
-    version_id int, batch_size int, lease interval, claim_token uuid, newest int)
-RETURNS TABLE (pk jsonb, document text)
+    version_id int, batch_size int, lease interval, claim_token uuid, fresh_within interval)
+RETURNS TABLE (pk jsonb, document text, fresh boolean)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -207,8 +210,8 @@ BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'autoembed: batch_size must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF newest IS NULL OR newest < 0 THEN
-        RAISE EXCEPTION 'autoembed: newest must be 0 or more' USING ERRCODE = 'invalid_parameter_value';
+    IF fresh_within < interval '0' THEN
+        RAISE EXCEPTION 'autoembed: fresh_within must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF lease IS NULL OR lease <= interval '0' OR claim_token IS NULL THEN
         RAISE EXCEPTION 'autoembed: a claim needs a positive lease and a claim token'
@@ -237,25 +240,26 @@ BEGIN
         ver.queue_table) USING v.max_attempts;
 
     RETURN QUERY EXECUTE format($q$
-        WITH fresh AS MATERIALIZED (
+        WITH recent AS MATERIALIZED (
             SELECT %1$s FROM autoembed.%2$I
-            WHERE failed_at IS NULL
+            WHERE $4 IS NOT NULL AND queued_at > pg_catalog.now() - $4
+              AND failed_at IS NULL
               AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now())
               AND (claim_token IS NULL OR NOT autoembed._claim_held(claim_token, lease_until))
-            ORDER BY seq DESC
-            LIMIT least($4, $1)
+            ORDER BY queued_at DESC
+            LIMIT $1
             FOR UPDATE SKIP LOCKED
         ), backlog AS MATERIALIZED (
-            SELECT %7$s FROM autoembed.%2$I AS q
-            WHERE q.failed_at IS NULL
-              AND (q.next_attempt_at IS NULL OR q.next_attempt_at <= pg_catalog.now())
-              AND (q.claim_token IS NULL OR NOT autoembed._claim_held(q.claim_token, q.lease_until))
-              AND NOT EXISTS (SELECT FROM fresh AS p WHERE %3$s)
-            ORDER BY q.seq
-            LIMIT $1 - (SELECT pg_catalog.count(*) FROM fresh)
-            FOR UPDATE OF q SKIP LOCKED
+            SELECT %1$s FROM autoembed.%2$I
+            WHERE NOT EXISTS (SELECT FROM recent)
+              AND failed_at IS NULL
+              AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now())
+              AND (claim_token IS NULL OR NOT autoembed._claim_held(claim_token, lease_until))
+            ORDER BY queued_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
         ), picked AS (
-            SELECT * FROM fresh UNION ALL SELECT * FROM backlog
+            SELECT * FROM recent UNION ALL SELECT * FROM backlog
         ), claimed AS (
             UPDATE autoembed.%2$I AS q
             SET claim_token = $2, claimed_seq = q.seq, lease_until = pg_catalog.now() + $3,
@@ -267,7 +271,7 @@ BEGIN
         )
         -- the text through the vectorizer's source reader (030_ddl.sql): a
         -- worker role needs no privilege on the source table
-        SELECT c.pk, d.document
+        SELECT c.pk, d.document, EXISTS (SELECT FROM recent)
         FROM keys AS c
         LEFT JOIN autoembed.%6$I((SELECT pg_catalog.jsonb_agg(x.pk) FROM keys AS x), false) AS d
           ON d.pk = c.pk
@@ -277,9 +281,8 @@ BEGIN
         autoembed._pk_join(v, 'q', 'p'),
         autoembed._pk_fragment(v, 'q.%1$I'),
         autoembed._pk_json(v, 'c'),
-        autoembed._source_function(v),
-        autoembed._pk_fragment(v, 'q.%1$I'))
-        USING batch_size, claim_token, lease, newest;
+        autoembed._source_function(v))
+        USING batch_size, claim_token, lease, fresh_within;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         -- work is flowing again: a version-level error no longer applies.
@@ -299,7 +302,7 @@ BEGIN
 END
 $$;
 
--- The same, oldest first (the claim of workers of releases before the
+-- The same, the backlog only (the claim of workers of releases before the
 -- fresh lane).
 CREATE OR REPLACE FUNCTION autoembed.claim_batch(
     version_id int, batch_size int, lease interval, claim_token uuid)
@@ -307,7 +310,7 @@ RETURNS TABLE (pk jsonb, document text)
 LANGUAGE sql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM autoembed.claim_batch($1, $2, $3, $4, 0)
+    SELECT c.pk, c.document FROM autoembed.claim_batch($1, $2, $3, $4, NULL) AS c
 $$;
 
 -- Make sure a worker's model version may write to a version: the first

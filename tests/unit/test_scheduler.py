@@ -1,12 +1,12 @@
 """drain.Scheduler: which version of a vectorizer a worker claims from next
 (fresh changes of the active version first; a campaign gets its share), how
-large its batches are, and how many rows of each come from the fresh lane."""
+large its batches are, and when a claim may take the fresh lane."""
 
 from __future__ import annotations
 
 import pytest
 
-from autoembed.worker.drain import Scheduler
+from autoembed.worker.drain import FRESH_SECONDS, Scheduler
 from autoembed.worker.queue import VersionConfig
 
 ACTIVE = VersionConfig(101, 1, "hash:16", 16, "active", 7)
@@ -55,46 +55,47 @@ def test_credit_does_not_pile_up_while_there_is_no_campaign_work() -> None:
 
 def test_a_campaign_batch_is_sized_to_take_about_batch_seconds() -> None:
     s = Scheduler(0.25, 0.5, 2.0)
-    assert s.batch(BUILDING, 16) == (1, 0)  # not measured yet: one row, oldest first
+    assert s.batch(BUILDING, 16) == (1, None)  # not measured yet: one row, the backlog
     s.record(BUILDING, 4, 2.0)  # 0.5 s per row
-    assert s.batch(BUILDING, 16) == (4, 0)
+    assert s.batch(BUILDING, 16) == (4, None)
     s.record(BUILDING, 4, 0.4)  # faster now: 0.3 s per row on average
-    assert s.batch(BUILDING, 16) == (7, 0)
+    assert s.batch(BUILDING, 16) == (7, None)
     s.record(BUILDING, 100, 0.1)
-    assert s.batch(BUILDING, 16) == (13, 0)
+    assert s.batch(BUILDING, 16) == (13, None)
     s.record(BUILDING, 100, 0.01)
-    assert s.batch(BUILDING, 16) == (16, 0)  # never above the worker's batch size
+    assert s.batch(BUILDING, 16) == (16, None)  # never above the worker's batch size
 
 
-def test_an_active_batch_takes_about_its_own_seconds_half_of_it_fresh() -> None:
+def test_an_active_batch_is_sized_to_take_about_its_own_seconds() -> None:
     s = Scheduler(0.25, 0.5, 2.0)
     assert s.batch(ACTIVE, 16)[0] == 1  # not measured yet: one row
     s.record(ACTIVE, 4, 0.4)  # 0.1 s per row: five rows take 0.5 s
-    assert s.batch(ACTIVE, 16) == (5, 3)
-    s.record(ACTIVE, 5, 0.5)
-    assert s.batch(ACTIVE, 16) == (5, 2)  # the odd row goes to each lane in turn
+    assert s.batch(ACTIVE, 16)[0] == 5
     s.record(ACTIVE, 100, 0.1)
-    assert s.batch(ACTIVE, 16) == (10, 5)
+    assert s.batch(ACTIVE, 16)[0] == 10
     s.record(ACTIVE, 100, 0.001)
-    assert s.batch(ACTIVE, 16) == (16, 8)  # never above the worker's batch size
+    assert s.batch(ACTIVE, 16)[0] == 16  # never above the worker's batch size
 
 
-def test_a_one_row_batch_alternates_between_the_fresh_lane_and_the_backlog() -> None:
+def test_never_two_fresh_batches_in_a_row() -> None:
     s = Scheduler(0.25, 0.5, 2.0)
-    lanes = []
-    for _ in range(6):
-        size, newest = s.batch(ACTIVE, 16)
-        lanes.append(newest)
-        s.record(ACTIVE, size, 2.0)  # a slow model: one row at a time
-    assert lanes == [0, 1, 0, 1, 0, 1]
+    windows = []
+    for fresh in [False, False, True, False, True, False, False]:
+        windows.append(s.batch(ACTIVE, 16)[1])
+        s.record(ACTIVE, 4, 0.4, fresh)
+    # the fresh lane is asked for unless the batch before was a fresh one;
+    # when it had nothing, the claim took the backlog and may ask again
+    f = FRESH_SECONDS
+    assert windows == [f, f, f, None, f, None, f]
 
 
-def test_campaign_batches_leave_the_lanes_turn_alone() -> None:
+def test_campaign_batches_leave_the_fresh_lanes_turn_alone() -> None:
     s = Scheduler(0.5, 0.5, 2.0)
-    s.record(ACTIVE, 1, 2.0)
-    assert s.batch(ACTIVE, 16) == (1, 1)
-    s.record(BUILDING, 1, 2.0)
-    assert s.batch(ACTIVE, 16) == (1, 1)
+    s.record(ACTIVE, 1, 0.1, fresh=True)
+    s.record(BUILDING, 1, 0.1)
+    assert s.batch(ACTIVE, 16)[1] is None
+    s.record(ACTIVE, 1, 0.1)
+    assert s.batch(ACTIVE, 16)[1] == FRESH_SECONDS
 
 
 def test_what_one_drain_measured_sizes_the_next_drains_batches() -> None:
@@ -102,4 +103,4 @@ def test_what_one_drain_measured_sizes_the_next_drains_batches() -> None:
     first = Scheduler(0.25, 0.5, 2.0, shared)
     first.record(BUILDING, 4, 2.0)
     second = Scheduler(0.25, 0.5, 2.0, shared)  # the next drain task in this process
-    assert second.batch(BUILDING, 16) == (4, 0)
+    assert second.batch(BUILDING, 16) == (4, None)
