@@ -3,7 +3,8 @@
 --
 --   (trigger)        inbox row ──merge──► queue row: pending
 --   claim_batch      pending ──► claimed (claim_token, claimed_seq := seq,
---                                lease_until, attempts + 1)
+--                                lease_until, attempts + 1); rows queued
+--                                moments ago first (see claim_batch)
 --   complete_batch   claimed ──► deleted                 (seq = claimed_seq)
 --                    claimed ──► pending, attempts 0     (changed meanwhile)
 --   fail_items       claimed ──► pending after a backoff, or failed at max_attempts
