@@ -88,12 +88,18 @@ class Scheduler:
     backlog (claim_batch in 050_queue.sql), but never two such batches in a
     row, so the backlog gets at least every other batch.
 
-    Every batch is sized to take about ``batch_seconds`` (the active
-    version's) or ``campaign_batch_seconds`` (the others'), from the seconds
-    per row measured in ``seconds_per_row``, which outlives one drain (the
-    process's), and never more than the worker's batch size: so a change
-    made meanwhile waits about that long for the batch in flight. A version
-    not measured yet starts with one row.
+    The other versions' batches are sized to take about
+    ``campaign_batch_seconds``; the active version's, while changes are
+    coming in (a fresh batch in the last ``FRESH_SECONDS``), about
+    ``batch_seconds``, so the next change waits about that long for the
+    batch in flight; with none coming in, they are the worker's batch size
+    (the most rows per model call: a backfill alone drains at full speed,
+    and the first change after a quiet spell waits for one such batch).
+    Sizes come from the seconds per row measured in ``seconds_per_row``,
+    and never exceed the worker's batch size; a version not measured yet
+    starts with one row. ``seconds_per_row`` and ``fresh_seen`` (when each
+    version last had a fresh batch) outlive one drain: they are the
+    process's.
     """
 
     def __init__(
@@ -102,12 +108,16 @@ class Scheduler:
         batch_seconds: float,
         campaign_batch_seconds: float,
         seconds_per_row: dict[int, float] | None = None,
+        fresh_seen: dict[int, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.share = share
         self.batch_seconds = batch_seconds
         self.campaign_batch_seconds = campaign_batch_seconds
         self.credit = 1.0 if share >= 1 else 0.0  # background batches owed
         self._seconds_per_row = {} if seconds_per_row is None else seconds_per_row
+        self._fresh_seen = {} if fresh_seen is None else fresh_seen
+        self._clock = clock
         self._fresh_last = False  # the last active batch was a fresh one
 
     def order(self, versions: list[queue.VersionConfig]) -> list[queue.VersionConfig]:
@@ -119,10 +129,16 @@ class Scheduler:
         """Rows to claim from the version next (at most ``default``), and
         the fresh lane's window in seconds (None: the backlog only)."""
         active = version.state == "active"
+        window = FRESH_SECONDS if active and not self._fresh_last else None
+        if (
+            active
+            and self._clock() - self._fresh_seen.get(version.id, float("-inf")) >= FRESH_SECONDS
+        ):
+            return default, window  # no change coming in: full batches
         per_row = self._seconds_per_row.get(version.id)
         seconds = self.batch_seconds if active else self.campaign_batch_seconds
         size = 1 if per_row is None else max(1, min(default, round(seconds / per_row)))
-        return size, FRESH_SECONDS if active and not self._fresh_last else None
+        return size, window
 
     def record(
         self, version: queue.VersionConfig, rows: int, seconds: float, fresh: bool = False
@@ -133,6 +149,8 @@ class Scheduler:
             self._seconds_per_row[version.id] = measured if old is None else 0.5 * (old + measured)
         if version.state == "active":
             self._fresh_last = fresh
+            if fresh:
+                self._fresh_seen[version.id] = self._clock()
             if self.share >= 1:
                 self.credit = 1.0
             elif self.share > 0:
@@ -188,6 +206,7 @@ def _drain(
         settings.batch_seconds,
         settings.campaign_batch_seconds,
         _seconds_per_row,
+        _fresh_seen,
     )
     pipes: dict[int, Pipeline] = {}
     while True:
@@ -268,8 +287,10 @@ def _pipe(
     return pipes[version.id]
 
 
-# Seconds per row of each version this process embedded (for Scheduler).
+# Seconds per row of each version this process embedded, and when each last
+# had a fresh batch (time.monotonic), for Scheduler.
 _seconds_per_row: dict[int, float] = {}
+_fresh_seen: dict[int, float] = {}
 
 
 # BM25 statistics are written as deltas; folding them keeps queries fast. A

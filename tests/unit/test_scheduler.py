@@ -66,15 +66,41 @@ def test_a_campaign_batch_is_sized_to_take_about_batch_seconds() -> None:
     assert s.batch(BUILDING, 16) == (16, None)  # never above the worker's batch size
 
 
-def test_an_active_batch_is_sized_to_take_about_its_own_seconds() -> None:
-    s = Scheduler(0.25, 0.5, 2.0)
-    assert s.batch(ACTIVE, 16)[0] == 1  # not measured yet: one row
-    s.record(ACTIVE, 4, 0.4)  # 0.1 s per row: five rows take 0.5 s
-    assert s.batch(ACTIVE, 16)[0] == 5
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_active_batch_takes_about_its_own_seconds_while_changes_come_in() -> None:
+    clock = Clock()
+    s = Scheduler(0.25, 0.5, 2.0, clock=clock)
+    assert s.batch(ACTIVE, 16)[0] == 16  # no change coming in: full batches
+    s.record(ACTIVE, 16, 1.6, fresh=True)  # 0.1 s per row, and a change came in
+    assert s.batch(ACTIVE, 16)[0] == 5  # five rows take 0.5 s
     s.record(ACTIVE, 100, 0.1)
     assert s.batch(ACTIVE, 16)[0] == 10
     s.record(ACTIVE, 100, 0.001)
     assert s.batch(ACTIVE, 16)[0] == 16  # never above the worker's batch size
+    s.record(ACTIVE, 16, 16.0)  # slow now: 0.5 s per row on average
+    assert s.batch(ACTIVE, 16)[0] == 1
+    clock.now += FRESH_SECONDS  # no fresh batch since: full batches again
+    assert s.batch(ACTIVE, 16)[0] == 16
+
+
+def test_a_version_not_measured_yet_starts_with_one_row_while_changes_come_in() -> None:
+    clock = Clock()
+    seen = {ACTIVE.id: clock.now}
+    assert Scheduler(0.25, 0.5, 2.0, fresh_seen=seen, clock=clock).batch(ACTIVE, 16)[0] == 1
+
+
+def test_when_changes_last_came_in_outlives_a_drain() -> None:
+    clock, seen = Clock(), {}
+    Scheduler(0.25, 0.5, 2.0, {ACTIVE.id: 0.1}, seen, clock).record(ACTIVE, 1, 0.1, fresh=True)
+    second = Scheduler(0.25, 0.5, 2.0, {ACTIVE.id: 0.1}, seen, clock)  # the next drain task
+    assert second.batch(ACTIVE, 16)[0] == 5
 
 
 def test_never_two_fresh_batches_in_a_row() -> None:
