@@ -100,8 +100,9 @@ class Settings:
     # A campaign's batches are sized to take about this long, so fresh work
     # arriving meanwhile waits at most that for a worker.
     campaign_batch_seconds: float = 1.0
-    # The active version's batches too (at most batch_size rows), so a change
-    # made during a backfill waits about that for the batch in flight.
+    # The active version's batches too while changes are coming in (at most
+    # batch_size rows), so a change made during a backfill waits about that
+    # for the batch in flight; with none coming in, batches of batch_size.
     batch_seconds: float = 0.5
 
     def __post_init__(self) -> None:
