@@ -81,36 +81,76 @@ class Scheduler:
     Fresh changes go first: the active version is tried first, except that
     while it has work, the other versions (a campaign's, the ready and
     retired ones kept current) get ``share`` of the batches, so a campaign
-    is never starved either. Without fresh work they get every batch. Their
-    batches are sized to take about ``batch_seconds`` (from the seconds per
-    row measured in ``seconds_per_row``, which outlives one drain: the
-    process's), so fresh work that arrives meanwhile waits at most that long
-    for the worker. A version not measured yet starts with one row.
+    is never starved either. Without fresh work they get every batch.
+
+    Within the active version, rows queued in the last ``FRESH_SECONDS``
+    (changes made moments ago) make a batch of their own ahead of the
+    backlog (claim_batch in 050_queue.sql), but never two such batches in a
+    row, so the backlog gets at least every other batch.
+
+    The other versions' batches are sized to take about
+    ``campaign_batch_seconds``; the active version's, while changes are
+    coming in (a fresh batch in the last ``FRESH_SECONDS``), about
+    ``batch_seconds``, so the next change waits about that long for the
+    batch in flight; with none coming in, they are the worker's batch size
+    (the most rows per model call: a backfill alone drains at full speed,
+    and the first change after a quiet spell waits for one such batch).
+    Sizes come from the seconds per row measured in ``seconds_per_row``,
+    and never exceed the worker's batch size; a version not measured yet
+    starts with one row. ``seconds_per_row`` and ``fresh_seen`` (when each
+    version last had a fresh batch) outlive one drain: they are the
+    process's.
     """
 
     def __init__(
-        self, share: float, batch_seconds: float, seconds_per_row: dict[int, float] | None = None
+        self,
+        share: float,
+        batch_seconds: float,
+        campaign_batch_seconds: float,
+        seconds_per_row: dict[int, float] | None = None,
+        fresh_seen: dict[int, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.share = share
         self.batch_seconds = batch_seconds
+        self.campaign_batch_seconds = campaign_batch_seconds
         self.credit = 1.0 if share >= 1 else 0.0  # background batches owed
         self._seconds_per_row = {} if seconds_per_row is None else seconds_per_row
+        self._fresh_seen = {} if fresh_seen is None else fresh_seen
+        self._clock = clock
+        self._fresh_last = False  # the last active batch was a fresh one
 
     def order(self, versions: list[queue.VersionConfig]) -> list[queue.VersionConfig]:
         active = [v for v in versions if v.state == "active"]
         others = [v for v in versions if v.state != "active"]
         return others + active if self.credit >= 1 else active + others
 
-    def batch_size(self, version: queue.VersionConfig, default: int) -> int:
-        if version.state == "active":
-            return default
+    def batch(self, version: queue.VersionConfig, default: int) -> tuple[int, float | None]:
+        """Rows to claim from the version next (at most ``default``), and
+        the fresh lane's window in seconds (None: the backlog only)."""
+        active = version.state == "active"
+        window = FRESH_SECONDS if active and not self._fresh_last else None
+        if (
+            active
+            and self._clock() - self._fresh_seen.get(version.id, float("-inf")) >= FRESH_SECONDS
+        ):
+            return default, window  # no change coming in: full batches
         per_row = self._seconds_per_row.get(version.id)
-        if per_row is None:
-            return 1
-        return max(1, min(default, round(self.batch_seconds / per_row)))
+        seconds = self.batch_seconds if active else self.campaign_batch_seconds
+        size = 1 if per_row is None else max(1, min(default, round(seconds / per_row)))
+        return size, window
 
-    def record(self, version: queue.VersionConfig, rows: int, seconds: float) -> None:
+    def record(
+        self, version: queue.VersionConfig, rows: int, seconds: float, fresh: bool = False
+    ) -> None:
+        if rows > 0:
+            measured = seconds / rows
+            old = self._seconds_per_row.get(version.id)
+            self._seconds_per_row[version.id] = measured if old is None else 0.5 * (old + measured)
         if version.state == "active":
+            self._fresh_last = fresh
+            if fresh:
+                self._fresh_seen[version.id] = self._clock()
             if self.share >= 1:
                 self.credit = 1.0
             elif self.share > 0:
@@ -118,10 +158,12 @@ class Scheduler:
             return
         if self.credit >= 1 and self.share < 1:
             self.credit -= 1
-        if rows > 0:
-            measured = seconds / rows
-            old = self._seconds_per_row.get(version.id)
-            self._seconds_per_row[version.id] = measured if old is None else 0.5 * (old + measured)
+
+
+# Rows queued this recently are a fresh change's (Scheduler): long enough
+# for any batch in flight to end, short enough that a backfill's own rows
+# stop counting as fresh soon after its COPY.
+FRESH_SECONDS = 30.0
 
 
 def drain_vectorizer(
@@ -160,7 +202,11 @@ def _drain(
 ) -> DrainStats:
     vectorizer_id = config.id
     scheduler = Scheduler(
-        settings.campaign_share, settings.campaign_batch_seconds, _seconds_per_row
+        settings.campaign_share,
+        settings.batch_seconds,
+        settings.campaign_batch_seconds,
+        _seconds_per_row,
+        _fresh_seen,
     )
     pipes: dict[int, Pipeline] = {}
     unmerged = 0  # chunks written since this drain last merged BM25's fresh list
@@ -178,14 +224,17 @@ def _drain(
             pipe.version = version  # its state may have changed
             started = time.monotonic()
             try:
-                result = pipe.run_batch(scheduler.batch_size(version, pipe.batch_size))
+                result = pipe.run_batch(*scheduler.batch(version, pipe.batch_size))
             except (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedTable):
                 # dropped meanwhile (cancel_campaign, drop_version, gc_versions)
                 pipes.pop(version.id, None)
                 continue
             if result.claimed:
                 scheduler.record(
-                    version, result.written + result.failed, time.monotonic() - started
+                    version,
+                    result.written + result.failed,
+                    time.monotonic() - started,
+                    result.fresh,
                 )
                 ran = (pipe, result)
                 break
@@ -243,8 +292,10 @@ def _pipe(
     return pipes[version.id]
 
 
-# Seconds per row of each version this process embedded (for Scheduler).
+# Seconds per row of each version this process embedded, and when each last
+# had a fresh batch (time.monotonic), for Scheduler.
 _seconds_per_row: dict[int, float] = {}
+_fresh_seen: dict[int, float] = {}
 
 
 # BM25 statistics are written as deltas; folding them keeps queries fast. A

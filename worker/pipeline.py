@@ -39,6 +39,7 @@ class BatchResult:
     failed: int = 0
     chunks: int = 0
     errors: list[str] = field(default_factory=list)
+    fresh: bool = False  # a fresh batch (rows queued moments ago)
 
 
 @dataclass
@@ -101,14 +102,23 @@ class Pipeline:
             )
         ]
 
-    def run_batch(self, batch_size: int | None = None) -> BatchResult:
-        """Claim one batch (of ``batch_size`` rows, default the pipeline's)
-        and see it through; an empty result means no work. The claim lives
-        as long as this connection's session, and ends with the batch."""
+    def run_batch(
+        self, batch_size: int | None = None, fresh_seconds: float | None = None
+    ) -> BatchResult:
+        """Claim one batch (of ``batch_size`` rows, default the pipeline's:
+        the rows queued within ``fresh_seconds`` if any, else the longest
+        waiting) and see it through; an empty result means no work. The
+        claim lives as long as this connection's session, and ends with the
+        batch."""
         token = queue.new_token()
         try:
             claimed = queue.claim(
-                self.conn, self.version.id, batch_size or self.batch_size, self.lease_seconds, token
+                self.conn,
+                self.version.id,
+                batch_size or self.batch_size,
+                self.lease_seconds,
+                token,
+                fresh_seconds,
             )
         except BaseException:
             self._end_claim(token)
@@ -125,7 +135,7 @@ class Pipeline:
             _quietly(queue.end_claim, self.conn, token)
 
     def _see_through(self, token: uuid.UUID, claimed: list[queue.Claimed]) -> BatchResult:
-        result = BatchResult(claimed=len(claimed))
+        result = BatchResult(claimed=len(claimed), fresh=claimed[0].fresh)
         try:
             prepared, failed = self._chunk_all(claimed)
             vectors = self._embed(prepared, token, failed)

@@ -44,6 +44,7 @@ class VersionConfig:
 class Claimed:
     key: str  # the row's primary key as a JSON object, verbatim
     document: str | None
+    fresh: bool = False  # claimed in a fresh batch (claim_batch in 050_queue.sql)
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,17 @@ def claim(
     batch_size: int,
     lease_seconds: float,
     token: uuid.UUID,
+    fresh_seconds: float | None = None,
 ) -> list[Claimed]:
+    """Claim up to ``batch_size`` rows: those queued within the last
+    ``fresh_seconds`` if there are any (None: none are), else the rows
+    waiting longest."""
     rows = conn.execute(
-        "SELECT pk, document FROM autoembed.claim_batch(%s, %s, make_interval(secs => %s), %s)",
-        (version_id, batch_size, lease_seconds, token),
+        "SELECT pk, document, fresh FROM autoembed.claim_batch("
+        "%s, %s, make_interval(secs => %s), %s, make_interval(secs => %s))",
+        (version_id, batch_size, lease_seconds, token, fresh_seconds),
     ).fetchall()
-    return [Claimed(key, doc) for key, doc in rows]
+    return [Claimed(key, doc, fresh) for key, doc, fresh in rows]
 
 
 def _items(keys: list[str]) -> str:

@@ -92,8 +92,8 @@ BEGIN
     FROM pg_class AS c
     WHERE c.relnamespace = 'autoembed'::regnamespace
       AND c.relname = ANY (ARRAY(SELECT autoembed._version_name(v.name, n, k) FROM unnest(ARRAY[
-              'queue', 'embeddings', 'postings', 'stats', 'hnsw', 'queue_pkey', 'embeddings_pkey',
-              'chunk_id', 'postings_impact', 'postings_segment', 'stats_term']) AS k));
+              'queue', 'embeddings', 'postings', 'stats', 'hnsw', 'queue_pkey', 'queue_queued_at',
+              'embeddings_pkey', 'chunk_id', 'postings_impact', 'postings_segment', 'stats_term']) AS k));
     IF taken IS NOT NULL THEN
         RAISE EXCEPTION 'autoembed: version % of vectorizer "%" needs names already taken in schema autoembed: %',
             n, v.name, taken USING ERRCODE = 'duplicate_table';
@@ -134,6 +134,7 @@ BEGIN
         autoembed._pk_fragment(v, '%1$I %2$s NOT NULL'),
         autoembed._version_name(v.name, ver.ordinal, 'queue_pkey'),
         autoembed._pk_fragment(v, '%1$I'));
+    PERFORM autoembed._index_queue(v, ver);
 
     EXECUTE format(
         'CREATE TABLE autoembed.%I (%s, '
@@ -162,6 +163,22 @@ BEGIN
 
     -- Nobody reads these but their owner and the roles it grants.
     EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I FROM PUBLIC', ver.queue_table, ver.embeddings_table);
+END
+$$;
+
+-- The queue's order: claims take the rows queued most recently, or the
+-- longest waiting (claim_batch, 050_queue.sql), either an index scan however
+-- long the backlog; failed rows, never claimed again, are left out. Made for
+-- a new version and, by every install (090_upgrade.sql), for the versions
+-- of an earlier release.
+CREATE OR REPLACE FUNCTION autoembed._index_queue(v autoembed.vectorizer, ver autoembed.vectorizer_version)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON autoembed.%I (queued_at) WHERE failed_at IS NULL',
+        autoembed._version_name(v.name, ver.ordinal, 'queue_queued_at'), ver.queue_table);
 END
 $$;
 

@@ -3,7 +3,8 @@
 --
 --   (trigger)        inbox row ──merge──► queue row: pending
 --   claim_batch      pending ──► claimed (claim_token, claimed_seq := seq,
---                                lease_until, attempts + 1)
+--                                lease_until, attempts + 1); rows queued
+--                                moments ago first (see claim_batch)
 --   complete_batch   claimed ──► deleted                 (seq = claimed_seq)
 --                    claimed ──► pending, attempts 0     (changed meanwhile)
 --   fail_items       claimed ──► pending after a backoff, or failed at max_attempts
@@ -181,10 +182,22 @@ $$;
 
 -- Claim up to batch_size rows of a version's queue for claim_token and
 -- return each with the text to embed, read now (NULL when the row is gone or
--- all its columns are NULL).
+-- all its columns are NULL), and whether the batch is a fresh one.
+--
+-- The order: rows queued within fresh_within, when there are any, make a
+-- batch of their own, the most recently queued first (a fresh batch); else
+-- the batch is the rows waiting longest (the backlog). Both are an index
+-- scan of queued_at (_index_queue, 035_version_tables.sql), and a fresh
+-- batch is no larger than its fresh rows: so a change made during a long
+-- backfill waits for the batch in flight and then its own, not for the
+-- backlog. queued_at is when a row started waiting (the start of the
+-- transaction that queued it; a later change keeps it, unless the row was
+-- claimed meanwhile). A worker asks for the fresh lane at most every other
+-- batch, so the backlog gets half the batches however many changes come in
+-- (worker/drain.py, Scheduler); fresh_within NULL: the backlog only.
 CREATE OR REPLACE FUNCTION autoembed.claim_batch(
-    version_id int, batch_size int, lease interval, claim_token uuid)
-RETURNS TABLE (pk jsonb, document text)
+    version_id int, batch_size int, lease interval, claim_token uuid, fresh_within interval)
+RETURNS TABLE (pk jsonb, document text, fresh boolean)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -197,6 +210,9 @@ BEGIN
     v := autoembed._vectorizer_by_id(ver.vectorizer_id);
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'autoembed: batch_size must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF fresh_within < interval '0' THEN
+        RAISE EXCEPTION 'autoembed: fresh_within must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF lease IS NULL OR lease <= interval '0' OR claim_token IS NULL THEN
         RAISE EXCEPTION 'autoembed: a claim needs a positive lease and a claim token'
@@ -225,13 +241,26 @@ BEGIN
         ver.queue_table) USING v.max_attempts;
 
     RETURN QUERY EXECUTE format($q$
-        WITH picked AS (
+        WITH recent AS MATERIALIZED (
             SELECT %1$s FROM autoembed.%2$I
-            WHERE failed_at IS NULL
+            WHERE $4 IS NOT NULL AND queued_at > pg_catalog.now() - $4
+              AND failed_at IS NULL
               AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now())
               AND (claim_token IS NULL OR NOT autoembed._claim_held(claim_token, lease_until))
+            ORDER BY queued_at DESC
             LIMIT $1
             FOR UPDATE SKIP LOCKED
+        ), backlog AS MATERIALIZED (
+            SELECT %1$s FROM autoembed.%2$I
+            WHERE NOT EXISTS (SELECT FROM recent)
+              AND failed_at IS NULL
+              AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now())
+              AND (claim_token IS NULL OR NOT autoembed._claim_held(claim_token, lease_until))
+            ORDER BY queued_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        ), picked AS (
+            SELECT * FROM recent UNION ALL SELECT * FROM backlog
         ), claimed AS (
             UPDATE autoembed.%2$I AS q
             SET claim_token = $2, claimed_seq = q.seq, lease_until = pg_catalog.now() + $3,
@@ -243,7 +272,7 @@ BEGIN
         )
         -- the text through the vectorizer's source reader (030_ddl.sql): a
         -- worker role needs no privilege on the source table
-        SELECT c.pk, d.document
+        SELECT c.pk, d.document, EXISTS (SELECT FROM recent)
         FROM keys AS c
         LEFT JOIN autoembed.%6$I((SELECT pg_catalog.jsonb_agg(x.pk) FROM keys AS x), false) AS d
           ON d.pk = c.pk
@@ -254,7 +283,7 @@ BEGIN
         autoembed._pk_fragment(v, 'q.%1$I'),
         autoembed._pk_json(v, 'c'),
         autoembed._source_function(v))
-        USING batch_size, claim_token, lease;
+        USING batch_size, claim_token, lease, fresh_within;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         -- work is flowing again: a version-level error no longer applies.
@@ -272,6 +301,17 @@ BEGIN
         END IF;
     END IF;
 END
+$$;
+
+-- The same, the backlog only (the claim of workers of releases before the
+-- fresh lane).
+CREATE OR REPLACE FUNCTION autoembed.claim_batch(
+    version_id int, batch_size int, lease interval, claim_token uuid)
+RETURNS TABLE (pk jsonb, document text)
+LANGUAGE sql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.pk, c.document FROM autoembed.claim_batch($1, $2, $3, $4, NULL) AS c
 $$;
 
 -- Make sure a worker's model version may write to a version: the first

@@ -3,7 +3,8 @@
 -- its sync trigger functions and triggers, source reader and view of the active version
 -- are made anew from the catalog, owned (like the originals) by the role
 -- that created the vectorizer; every version gets its row-level security,
--- term statistics function and policies (080_grants.sql: _secure_version);
+-- term statistics function and policies (080_grants.sql: _secure_version)
+-- and its queue's index (035_version_tables.sql: _index_queue);
 -- and every worker role gets what this release's workers need (new catalog
 -- columns, views made anew).
 DO $upgrade$
@@ -31,7 +32,7 @@ BEGIN
                         CASE WHEN searcher = 0 THEN 'PUBLIC' ELSE searcher::regrole::text END);
                 END LOOP;
             END IF;
-            PERFORM autoembed._secure_version(v, ver)
+            PERFORM autoembed._secure_version(v, ver), autoembed._index_queue(v, ver)
             FROM autoembed.vectorizer_version AS ver WHERE ver.vectorizer_id = v.id;
             IF creator IS NOT NULL AND creator <> current_user::regrole THEN
                 EXECUTE pg_catalog.format('ALTER FUNCTION autoembed.%I(jsonb, boolean) OWNER TO %I',

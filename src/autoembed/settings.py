@@ -100,6 +100,10 @@ class Settings:
     # A campaign's batches are sized to take about this long, so fresh work
     # arriving meanwhile waits at most that for a worker.
     campaign_batch_seconds: float = 1.0
+    # The active version's batches too while changes are coming in (at most
+    # batch_size rows), so a change made during a backfill waits about that
+    # for the batch in flight; with none coming in, batches of batch_size.
+    batch_seconds: float = 0.5
 
     def __post_init__(self) -> None:
         checks = [
@@ -120,6 +124,7 @@ class Settings:
             ("statement_timeout", self.statement_timeout >= 0, "0 or more"),
             ("campaign_share", 0 <= self.campaign_share <= 1, "between 0 and 1"),
             ("campaign_batch_seconds", self.campaign_batch_seconds > 0, "positive"),
+            ("batch_seconds", self.batch_seconds > 0, "positive"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -146,6 +151,7 @@ class Settings:
             statement_timeout=_env_float("AUTOEMBED_STATEMENT_TIMEOUT", 300.0),
             campaign_share=_env_float("AUTOEMBED_CAMPAIGN_SHARE", 0.25),
             campaign_batch_seconds=_env_float("AUTOEMBED_CAMPAIGN_BATCH_SECONDS", 1.0),
+            batch_seconds=_env_float("AUTOEMBED_BATCH_SECONDS", 0.5),
         )
 
     def require_database_url(self) -> str:

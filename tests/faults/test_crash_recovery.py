@@ -43,10 +43,13 @@ pytestmark = pytest.mark.faults
 Conn = psycopg.Connection[Any]
 RECOVERY_LIMIT = 10.0  # seconds from the kill until every row is embedded
 # The defaults a deployment has (lease 300 s, sweep 5 s, redelivery 60 s),
-# but for the test embedder's delay and a small batch.
+# but for the test embedder's delay and a small batch. The delay is per embed
+# call, not per row: batches sized by seconds per row would shrink to one row
+# (a real model's time grows with the rows), so they take BATCH_SIZE rows.
 ENV = {
     "AUTOEMBED_SWEEP_SECONDS": "5",
     "AUTOEMBED_BATCH_SIZE": "8",
+    "AUTOEMBED_BATCH_SECONDS": "60",
     "AUTOEMBED_HASH_DELAY_MS": "1000",
 }
 

@@ -191,6 +191,9 @@ def test_sigstopped_worker_cannot_write_after_another_finished_its_rows(
         AUTOEMBED_DISPATCHER="0",
         AUTOEMBED_LEASE_SECONDS=str(lease),
         AUTOEMBED_HASH_DELAY_MS="700",
+        # one batch holds the 3 changed rows: its size not cut down to one
+        # row by the delay, which is per embed call, not per row
+        AUTOEMBED_BATCH_SECONDS="60",
     )
 
     def describe() -> str:

@@ -573,7 +573,7 @@ def test_a_worker_ends_each_claim_with_its_batch(
     real_claim = queue.claim
 
     def claim(*args: Any) -> list[queue.Claimed]:
-        tokens.append(args[-1])
+        tokens.append(args[4])
         claimed = real_claim(*args)
         assert conn.execute(own_locks, (w.info.backend_pid,)).fetchone() == (1,)
         return claimed

@@ -253,6 +253,7 @@ FREE: dict[tuple[str, str], Recipe] = {
     ("n", "integer"): _lit(100),
     ("batch_size", "integer"): _lit(100),
     ("lease", "interval"): _lit("1 minute", "interval"),
+    ("fresh_within", "interval"): _lit("1 day", "interval"),
     ("lease_until", "timestamp with time zone"): _lit("2100-01-01", "timestamptz"),
     ("up_to", "xid8"): lambda _: sql.SQL("pg_snapshot_xmax(pg_current_snapshot())"),
     ("timeout", "interval"): _lit("0", "interval"),
