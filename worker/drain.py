@@ -137,6 +137,10 @@ class Scheduler:
             return default, window  # no change coming in: full batches
         per_row = self._seconds_per_row.get(version.id)
         seconds = self.batch_seconds if active else self.campaign_batch_seconds
+        if active and per_row is not None and per_row >= seconds:
+            # a row costs the whole budget (a batch's fixed cost, a model
+            # warming up): smaller batches cannot help, full ones amortize it
+            return default, window
         size = 1 if per_row is None else max(1, min(default, round(seconds / per_row)))
         return size, window
 

@@ -84,8 +84,10 @@ def test_an_active_batch_takes_about_its_own_seconds_while_changes_come_in() -> 
     assert s.batch(ACTIVE, 16)[0] == 10
     s.record(ACTIVE, 100, 0.001)
     assert s.batch(ACTIVE, 16)[0] == 16  # never above the worker's batch size
-    s.record(ACTIVE, 16, 16.0)  # slow now: 0.5 s per row on average
-    assert s.batch(ACTIVE, 16)[0] == 1
+    s.record(ACTIVE, 16, 8.0)  # slow now: 0.25 s per row on average
+    assert s.batch(ACTIVE, 16)[0] == 2
+    s.record(ACTIVE, 2, 2.0)  # a row costs the whole 0.5 s: full batches amortize it
+    assert s.batch(ACTIVE, 16)[0] == 16
     clock.now += FRESH_SECONDS  # no fresh batch since: full batches again
     assert s.batch(ACTIVE, 16)[0] == 16
 
