@@ -115,9 +115,9 @@ def load(
     return replicas * len(docs)
 
 
-def table_bytes(conn: psycopg.Connection[Any], relation: str, *, indexes: bool = True) -> int:
-    fn = "pg_total_relation_size" if indexes else "pg_table_size"
-    row = conn.execute(f"SELECT {fn}(%s::regclass)", (relation,)).fetchone()
+def table_bytes(conn: psycopg.Connection[Any], relation: str) -> int:
+    """The relation's bytes, its indexes and TOAST included."""
+    row = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (relation,)).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -82,6 +82,20 @@ AS $$
                   tf, dl, k1_param, b_param, ref_param)
 $$;
 
+-- SQL text: the CTE postings (term, chunk_id, impact) of the chunks (alias
+-- e) that `chunks` (a FROM clause) yields, from their lexemes, for k1, b and
+-- the reference average length in parameters $3, $4 and $5.
+CREATE OR REPLACE FUNCTION autoembed._lexeme_postings(chunks text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$postings AS (
+            SELECT l.lexeme AS term, e.chunk_id, %2$s AS impact
+            FROM %1$s CROSS JOIN LATERAL unnest(e.lexemes) AS l
+        )$q$, chunks, autoembed._impact_expr('cardinality(l.positions)', 'e.doc_len', 3, 4, 5))
+$$;
+
 -- SQL text: write postings (a relation of term, chunk_id, impact named in
 -- `postings`, SQL over CTEs of the caller) as blocks of segment $1 of model
 -- version $2, returning how many distinct chunks they cover.
@@ -188,14 +202,11 @@ BEGIN
         WITH taken AS (
             DELETE FROM autoembed.%1$I AS p WHERE p.model_version_id = $2 AND p.term = ''
             RETURNING p.chunk_ids
-        ), postings AS (
-            SELECT l.lexeme AS term, e.chunk_id, %3$s AS impact
-            FROM (SELECT DISTINCT u.chunk_id FROM taken AS t CROSS JOIN LATERAL unnest(t.chunk_ids) AS u(chunk_id)) AS t
-            JOIN autoembed.%2$I AS e ON e.chunk_id = t.chunk_id
-            CROSS JOIN LATERAL unnest(e.lexemes) AS l
-        ), %4$s
-        $q$, ver.postings_table, ver.embeddings_table,
-        autoembed._impact_expr('cardinality(l.positions)', 'e.doc_len', 3, 4, 5),
+        ), %2$s, %3$s
+        $q$, ver.postings_table,
+        autoembed._lexeme_postings(format(
+            '(SELECT DISTINCT u.chunk_id FROM taken AS t CROSS JOIN LATERAL unnest(t.chunk_ids) AS u(chunk_id)) AS t '
+            'JOIN autoembed.%I AS e ON e.chunk_id = t.chunk_id', ver.embeddings_table)),
         autoembed._write_blocks(ver))
         INTO chunks USING seg, ver.model_version_id, v.bm25_k1, v.bm25_b, ver.bm25_ref_avgdl;
     LOOP
@@ -228,8 +239,8 @@ BEGIN
             FROM old AS o CROSS JOIN LATERAL unnest(o.chunk_ids, o.impacts) AS u(chunk_id, impact)
         ), postings AS (
             SELECT u.* FROM unpacked AS u WHERE u.chunk_id IN (SELECT e.chunk_id FROM autoembed.%2$I AS e)
-        ), %4$s
-        $q$, ver.postings_table, ver.embeddings_table, NULL, autoembed._write_blocks(ver))
+        ), %3$s
+        $q$, ver.postings_table, ver.embeddings_table, autoembed._write_blocks(ver))
         INTO chunks USING seg, ver.model_version_id, segments;
     RETURN chunks;
 END
@@ -257,12 +268,8 @@ BEGIN
     IF ver.model_version_id IS NOT NULL THEN
         EXECUTE format('SELECT count(*) FROM autoembed.%I', ver.embeddings_table) INTO chunks;
         EXECUTE format($q$
-            WITH postings AS (
-                SELECT l.lexeme AS term, e.chunk_id, %3$s AS impact
-                FROM autoembed.%2$I AS e CROSS JOIN LATERAL unnest(e.lexemes) AS l
-            ), %4$s
-            $q$, ver.postings_table, ver.embeddings_table,
-            autoembed._impact_expr('cardinality(l.positions)', 'e.doc_len', 3, 4, 5),
+            WITH %1$s, %2$s
+            $q$, autoembed._lexeme_postings(format('autoembed.%I AS e', ver.embeddings_table)),
             autoembed._write_blocks(ver))
             INTO chunks
             USING autoembed._next_segment(ver, autoembed._segment_level(chunks)), ver.model_version_id,

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -38,22 +38,6 @@ DIMS = 16
 EMBEDDER = HashingEmbedder(DIMS)
 LEASE = 30.0  # long enough never to expire during a test
 SHORT_LEASE = 0.2
-
-
-@pytest.fixture
-def worker(db_url: str) -> Iterator[Callable[[], Conn]]:
-    """Opens worker connections: autocommit, jsonb keys loaded as text."""
-    opened: list[Conn] = []
-
-    def open_worker() -> Conn:
-        c = connect(db_url)
-        queue.prepare(c)
-        opened.append(c)
-        return c
-
-    yield open_worker
-    for c in opened:
-        c.close()
 
 
 def make_docs(conn: Conn, texts: dict[int, str], **options: Any) -> int:

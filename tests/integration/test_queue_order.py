@@ -10,7 +10,7 @@ import itertools
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -27,21 +27,6 @@ from tests.integration.helpers import active_version, create_vectorizer, vectori
 Conn = psycopg.Connection[Any]
 LEASE = 30.0
 WINDOW = 60.0  # seconds: rows queued within it are fresh
-
-
-@pytest.fixture
-def worker(db_url: str) -> Iterator[Callable[[], Conn]]:
-    opened: list[Conn] = []
-
-    def open_worker() -> Conn:
-        c = connect(db_url)
-        queue.prepare(c)
-        opened.append(c)
-        return c
-
-    yield open_worker
-    for c in opened:
-        c.close()
 
 
 def backlog(conn: Conn, n: int, one_transaction: bool = True) -> int:

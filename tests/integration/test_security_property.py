@@ -278,6 +278,7 @@ FREE: dict[tuple[str, str], Recipe] = {
     ("predicate", "text"): _lit("true"),
     ("filter_param", "integer"): _lit(1),
     ("alias", "text"): _lit("e"),
+    ("chunks", "text"): _lit("autoembed.vectorizer AS e"),
     ("fmt", "text"): _lit("%1$I"),
     ("sep", "text"): _lit(", "),
     ("base", "text"): _lit("docs"),
