@@ -16,8 +16,8 @@
 --   postings, stats   BM25 over the same chunks (065_bm25.sql).
 -- Named <vectorizer>_<kind>_v<ordinal>. Dropping a version drops them.
 
--- Refuse a storage that is not one of the three, or one whose index cannot
--- hold the model's dimensions (pgvector's HNSW: vector 2000, halfvec 4000,
+-- Refuse an index method other than hnsw or none, a storage that is not one
+-- of the three, or one whose index cannot hold the model's dimensions (pgvector's HNSW: vector 2000, halfvec 4000,
 -- bit 64000).
 CREATE OR REPLACE FUNCTION autoembed._check_storage(storage text, index_method text, model text, dimensions int)
 RETURNS void
@@ -27,6 +27,11 @@ AS $$
 DECLARE
     most int := CASE storage WHEN 'vector' THEN 2000 WHEN 'halfvec' THEN 4000 ELSE 64000 END;
 BEGIN
+    IF index_method IS NULL OR index_method NOT IN ('hnsw', 'none') THEN
+        RAISE EXCEPTION 'autoembed: index must be hnsw or none, got %', coalesce(index_method, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'none: no vector index (exact scans; for a large backfill, then set_index(name, ''hnsw'')).';
+    END IF;
     IF storage IS NULL OR storage NOT IN ('vector', 'halfvec', 'binary') THEN
         RAISE EXCEPTION 'autoembed: unknown storage "%"', coalesce(storage, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -156,13 +161,32 @@ BEGIN
         autoembed._pk_fragment(v, '%1$I'),
         autoembed._version_name(v.name, ver.ordinal, 'chunk_id'));
 
-    IF v.index_method = 'hnsw' THEN
-        EXECUTE format('CREATE INDEX %I ON autoembed.%I USING hnsw (%s)',
-            autoembed._version_name(v.name, ver.ordinal, 'hnsw'), ver.embeddings_table, autoembed._hnsw_column(v, ver));
-    END IF;
+    PERFORM autoembed._index_vectors(v, ver);
 
     -- Nobody reads these but their owner and the roles it grants.
     EXECUTE format('REVOKE ALL ON autoembed.%I, autoembed.%I FROM PUBLIC', ver.queue_table, ver.embeddings_table);
+END
+$$;
+
+-- A version's vector index, as its vectorizer's index method says: built
+-- when missing (hnsw), dropped (none). True when it built one.
+CREATE OR REPLACE FUNCTION autoembed._index_vectors(v autoembed.vectorizer, ver autoembed.vectorizer_version)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    index_name text := autoembed._version_name(v.name, ver.ordinal, 'hnsw');
+    present boolean := to_regclass(format('autoembed.%I', index_name)) IS NOT NULL;
+BEGIN
+    IF v.index_method = 'hnsw' AND NOT present THEN
+        EXECUTE format('CREATE INDEX %I ON autoembed.%I USING hnsw (%s)',
+            index_name, ver.embeddings_table, autoembed._hnsw_column(v, ver));
+        RETURN true;
+    ELSIF v.index_method = 'none' AND present THEN
+        EXECUTE format('DROP INDEX autoembed.%I', index_name);
+    END IF;
+    RETURN false;
 END
 $$;
 

@@ -213,10 +213,6 @@ BEGIN
         RAISE EXCEPTION 'autoembed: distance must be cosine, l2 or inner_product, got %', coalesce(distance, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF index IS NULL OR index NOT IN ('hnsw', 'none') THEN
-        RAISE EXCEPTION 'autoembed: index must be hnsw or none, got %', coalesce(index, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     PERFORM autoembed._check_storage(storage, index, resolved.model_name, resolved.model_dimensions);
     IF max_attempts IS NULL OR max_attempts < 1 THEN
         RAISE EXCEPTION 'autoembed: max_attempts must be at least 1' USING ERRCODE = 'invalid_parameter_value';

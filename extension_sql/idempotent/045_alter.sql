@@ -1,4 +1,5 @@
--- Changing a vectorizer: which columns it embeds, how it chunks, which model.
+-- Changing a vectorizer: which columns it embeds, how it chunks, which model,
+-- its vector index.
 --
 -- Each function checks everything first and then changes everything in the
 -- caller's transaction, so a failed change leaves the vectorizer as it was.
@@ -105,5 +106,37 @@ BEGIN
     SET chunk_tokens = set_chunking.chunk_tokens, chunk_overlap = set_chunking.chunk_overlap
     WHERE x.id = v.id RETURNING * INTO v;
     PERFORM autoembed._requeue_all(v);
+END
+$$;
+
+-- Build or drop every version's vector index. For a large backfill: create
+-- the vectorizer with index => 'none' (or set_index(name, 'none')), let the
+-- workers embed everything, then set_index(name, 'hnsw') builds each index
+-- once, several times faster than keeping it up to date chunk by chunk. The
+-- build is pgvector's CREATE INDEX in the caller's transaction: it uses the
+-- session's maintenance_work_mem (the graph should fit: about the table's
+-- vectors) and max_parallel_maintenance_workers; searches keep answering
+-- (exactly, by a scan, until it is done), workers' writes wait for it.
+-- Returns the number of indexes built.
+CREATE OR REPLACE FUNCTION autoembed.set_index(name text, index text)
+RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v autoembed.vectorizer := autoembed._vectorizer_for_update(name);
+    ver autoembed.vectorizer_version;
+    built int := 0;
+BEGIN
+    FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id LOOP
+        PERFORM autoembed._check_storage(ver.storage, index, ver.model, ver.dimensions);
+    END LOOP;
+    UPDATE autoembed.vectorizer AS x SET index_method = set_index.index WHERE x.id = v.id
+    RETURNING * INTO v;
+    FOR ver IN SELECT * FROM autoembed.vectorizer_version AS x WHERE x.vectorizer_id = v.id
+               ORDER BY x.ordinal LOOP
+        built := built + autoembed._index_vectors(v, ver)::int;
+    END LOOP;
+    RETURN built;
 END
 $$;

@@ -289,6 +289,7 @@ FREE: dict[tuple[str, str], Recipe] = {
     ("dimensions", "integer"): _lit(16),
     ("storage", "text"): _lit("binary"),
     ("index_method", "text"): _lit("hnsw"),
+    ("index", "text"): _lit("hnsw"),
     ("visible", "text"): _lit("true"),
     ("limit_param", "integer"): _lit(3),
     ("fetch_n", "integer"): _lit(56),

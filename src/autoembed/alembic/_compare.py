@@ -99,6 +99,9 @@ def _alter(new: VectorizerSpec, old: VectorizerSpec) -> AlterVectorizerOp | None
     storage = new.options.get("storage")
     if storage is not None and storage != old.options.get("storage"):
         changes["storage"], existing["storage"] = storage, old.options.get("storage")
+    index = new.options.get("index")
+    if index is not None and index != old.options.get("index"):
+        changes["index"], existing["index"] = index, old.options.get("index")
     if new.chunk_tokens != old.chunk_tokens:
         changes["chunk_tokens"], existing["chunk_tokens"] = new.chunk_tokens, old.chunk_tokens
     if new.chunk_overlap != old.chunk_overlap:

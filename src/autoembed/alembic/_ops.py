@@ -19,6 +19,7 @@ from autoembed.sqlalchemy._spec import (
     pause_statement,
     set_chunking_statement,
     set_columns_statement,
+    set_index_statement,
     set_model_statement,
 )
 
@@ -106,13 +107,15 @@ class DropVectorizerOp(MigrateOperation):
 @Operations.register_operation("alter_vectorizer")
 class AlterVectorizerOp(MigrateOperation):
     """``op.alter_vectorizer(name, columns=..., chunk_tokens=..., chunk_overlap=...,
-    model=..., dimensions=..., storage=..., paused=...)``: change what is given
-    (every row is re-embedded for columns, chunking, model and storage; a
-    storage alone keeps the active model). ``existing_<option>``
+    model=..., dimensions=..., storage=..., index=..., paused=...)``: change what is
+    given (every row is re-embedded for columns, chunking, model and storage; a
+    storage alone keeps the active model; an index is built or dropped in
+    place). ``existing_<option>``
     gives the value before, which makes the operation reversible."""
 
     OPTIONS = (
-        "columns", "model", "dimensions", "storage", "chunk_tokens", "chunk_overlap", "paused"
+        "columns", "model", "dimensions", "storage", "chunk_tokens", "chunk_overlap", "index",
+        "paused",
     )  # fmt: skip
 
     def __init__(self, name: str, changes: dict[str, Any], existing: dict[str, Any]) -> None:
@@ -158,6 +161,8 @@ class AlterVectorizerOp(MigrateOperation):
             )
         if "columns" in c:
             out.append(set_columns_statement(self.name, tuple(c["columns"])))
+        if "index" in c:
+            out.append(set_index_statement(self.name, c["index"]))
         if "paused" in c:
             out.append(pause_statement(self.name, bool(c["paused"])))
         return out

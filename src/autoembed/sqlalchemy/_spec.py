@@ -212,6 +212,12 @@ def set_model_statement(
     ).bindparams(*params)
 
 
+def set_index_statement(name: str, index: str) -> sa.TextClause:
+    return sa.text("SELECT autoembed.set_index(:name, :index)").bindparams(
+        sa.bindparam("name", name, type_=sa.Text), sa.bindparam("index", index, type_=sa.Text)
+    )
+
+
 def pause_statement(name: str, paused: bool) -> sa.TextClause:
     function = "pause" if paused else "resume"
     return sa.text(f"SELECT autoembed.{function}(:name)").bindparams(
