@@ -7,8 +7,8 @@ index costs on disk.
 
 Method. A private embedded PostgreSQL (its default, durable settings). For each
 --index (hnsw: the default, the index kept up to date row by row; none: no
-vector index while the backfill runs, then autoembed.set_index(name, 'hnsw') at the end, the
-"deferred build") and each --workers count: SciFact's abstracts (x --replicas,
+vector index while the backfill runs, then autoembed.set_index(name, 'hnsw')
+at the end, the "deferred build") and each --workers count: SciFact's abstracts (x --replicas,
 distinct keys) are COPYed into a fresh table under a vectorizer whose model is
 ``null:384`` (a vector from a hash of each chunk: ~10 µs, so what is measured
 is everything but the model: claims, chunking, the write path, BM25's

@@ -17,8 +17,8 @@
 -- Named <vectorizer>_<kind>_v<ordinal>. Dropping a version drops them.
 
 -- Refuse an index method other than hnsw or none, a storage that is not one
--- of the three, or one whose index cannot hold the model's dimensions (pgvector's HNSW: vector 2000, halfvec 4000,
--- bit 64000).
+-- of the three, or one whose index cannot hold the model's dimensions
+-- (pgvector's HNSW: vector 2000, halfvec 4000, bit 64000).
 CREATE OR REPLACE FUNCTION autoembed._check_storage(storage text, index_method text, model text, dimensions int)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE

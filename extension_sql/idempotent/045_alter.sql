@@ -112,7 +112,8 @@ $$;
 -- Build or drop every version's vector index. For a large backfill: create
 -- the vectorizer with index => 'none' (or set_index(name, 'none')), let the
 -- workers embed everything, then set_index(name, 'hnsw') builds each index
--- once, several times faster than keeping it up to date chunk by chunk. The
+-- once, cheaper than keeping it up to date chunk by chunk (~550 against ~800
+-- µs of database CPU a chunk on SciFact, docs/performance.md). The
 -- build is pgvector's CREATE INDEX in the caller's transaction: it uses the
 -- session's maintenance_work_mem (the graph should fit: about the table's
 -- vectors) and max_parallel_maintenance_workers; searches keep answering
